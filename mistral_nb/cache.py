@@ -1,0 +1,123 @@
+"""The rolling-buffer KV cache: W slots per layer, whatever the sequence length.
+
+With a sliding window W, a query never looks further back than W - 1 tokens, so the cache only has
+to keep the keys and values of the last W positions. The token at absolute position p lives in slot
+p mod W; writing position p overwrites position p - W, which no later query can see any more.
+Keys are stored *after* RoPE (rotated with their absolute positions), so they never need re-rotating.
+
+Each slot also remembers which absolute position it holds (-1 for an empty slot); masks are built
+from those positions, so the slot order inside the buffer never matters.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .config import ModelArgs
+
+
+class RollingBufferCache:
+    """Keys and values of the last ``window`` positions, for every layer and batch row.
+
+    Buffers: ``k``, ``v`` of shape (n_layers, B, W, K, D); ``slot_pos`` (B, W) absolute position held
+    by each slot (-1 = empty); ``next_pos`` (B,) the position the next token of each row will get.
+    """
+
+    def __init__(self, n_layers: int, batch_size: int, window: int, n_kv_heads: int, head_dim: int,
+                 device=None, dtype: torch.dtype = torch.float32):
+        if window <= 0:
+            raise ValueError(f"cache window must be > 0, got {window}")
+        self.window = window
+        shape = (n_layers, batch_size, window, n_kv_heads, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.slot_pos = torch.full((batch_size, window), -1, dtype=torch.long, device=device)
+        self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self._pending: Optional[torch.Tensor] = None   # positions of the chunk being processed
+
+    @classmethod
+    def for_model(cls, model, batch_size: int, window: Optional[int] = None) -> "RollingBufferCache":
+        """A cache shaped for ``model``; ``window`` defaults to the model's sliding window.
+
+        A model without a sliding window needs ``window`` = the longest sequence you will run.
+        """
+        args: ModelArgs = model.args
+        window = window or args.sliding_window
+        if window is None:
+            raise ValueError("model has no sliding_window: pass window= (max sequence length) to the cache")
+        p = next(model.parameters())
+        dtype = p.dtype if p.dtype.is_floating_point else torch.float32
+        return cls(args.n_layers, batch_size, window, args.n_kv_heads, args.head_dim, device=p.device, dtype=dtype)
+
+    @property
+    def batch_size(self) -> int:
+        return self.slot_pos.shape[0]
+
+    def nbytes(self) -> int:
+        """Bytes held by the key and value buffers."""
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
+
+    def default_positions(self, chunk_len: int) -> torch.Tensor:
+        """Positions for a chunk that continues every row: next_pos[:, None] + arange(C). (B, C)."""
+        return self.next_pos[:, None] + torch.arange(chunk_len, device=self.next_pos.device)
+
+    # ---- one forward pass over a chunk: begin -> (each layer: extend) -> commit
+    def begin(self, positions: torch.Tensor) -> torch.Tensor:
+        """Start a chunk at ``positions`` (B, C); returns key positions (B, W + C) for the mask."""
+        B, C = positions.shape
+        if B != self.batch_size:
+            raise ValueError(f"chunk has batch {B} but the cache was built for batch {self.batch_size}")
+        if C > self.window:
+            raise ValueError(f"chunk of {C} tokens is longer than the cache window {self.window}: "
+                             "prefill in chunks of at most W tokens")
+        self._pending = positions
+        return torch.cat([self.slot_pos, positions], dim=1)
+
+    def layer(self, index: int) -> "LayerCache":
+        return LayerCache(self, index)
+
+    def commit(self) -> None:
+        """Record the chunk's positions in the slots it was written to."""
+        pos = self._pending
+        assert pos is not None, "commit() without begin()"
+        slots = pos % self.window
+        old = self.slot_pos.gather(1, slots)
+        self.slot_pos.scatter_(1, slots, torch.where(pos >= 0, pos, old))
+        self.next_pos = torch.maximum(self.next_pos, pos.max(dim=1).values + 1)
+        self._pending = None
+
+    def _write(self, index: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write a chunk's k, v (B, C, K, D) into slots pos mod W of layer ``index`` (padding skipped)."""
+        pos = self._pending
+        slots = (pos % self.window)[:, :, None, None].expand_as(k)            # (B, C, K, D)
+        keep = (pos >= 0)[:, :, None, None]
+        for buf, new in ((self.k[index], k), (self.v[index], v)):
+            old = buf.gather(1, slots)
+            buf.scatter_(1, slots, torch.where(keep, new.to(buf.dtype), old))
+
+
+class LayerCache:
+    """One layer's view of a RollingBufferCache, handed to ``Attention.forward``."""
+
+    def __init__(self, cache: RollingBufferCache, index: int):
+        self.cache, self.index = cache, index
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor):
+        """Keys/values to attend to — the cached W slots then the chunk, (B, W + C, K, D) — and
+        write the chunk into the cache."""
+        c = self.cache
+        k_all = torch.cat([c.k[self.index], k.to(c.k.dtype)], dim=1)
+        v_all = torch.cat([c.v[self.index], v.to(c.v.dtype)], dim=1)
+        c._write(self.index, k, v)
+        return k_all, v_all
+
+
+def kv_cache_bytes(args: ModelArgs, seq_len: int, bytes_per_value: int = 2, rolling: bool = True,
+                   batch_size: int = 1) -> int:
+    """Bytes a KV cache needs for ``seq_len`` tokens: layers x 2 (k, v) x kv heads x head_dim x bytes
+    per token, for min(seq_len, W) tokens when ``rolling`` (seq_len otherwise)."""
+    tokens = min(seq_len, args.sliding_window) if (rolling and args.sliding_window) else seq_len
+    per_token = args.n_layers * 2 * args.n_kv_heads * args.head_dim * bytes_per_value
+    return batch_size * tokens * per_token

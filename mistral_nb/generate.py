@@ -1,0 +1,136 @@
+"""Text generation: chunked prefill into the rolling cache, then one token at a time.
+
+    prompts of different lengths --left-pad--> (B, L) tokens, positions (negative = padding)
+    prefill: chunks of W tokens, each attending to the cache (last W positions) plus itself
+    decode:  sample a token from the last logits (greedy / temperature / top-p), feed it back
+
+Sampling follows Mistral's reference code: temperature scales the logits, top-p keeps the smallest
+set of most likely tokens whose probability mass reaches p.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from .cache import RollingBufferCache
+
+
+def sample_top_p(probs: torch.Tensor, p: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Nucleus sampling. probs (B, V) -> token ids (B,).
+
+    Sort, keep tokens while the mass *before* them is <= p (so the top token is always kept),
+    renormalise, sample.
+    """
+    probs_sorted, order = torch.sort(probs, dim=-1, descending=True)            # (B, V)
+    mass_before = torch.cumsum(probs_sorted, dim=-1) - probs_sorted
+    probs_sorted = probs_sorted.masked_fill(mass_before > p, 0.0)
+    probs_sorted = probs_sorted / probs_sorted.sum(dim=-1, keepdim=True)
+    choice = torch.multinomial(probs_sorted, num_samples=1, generator=generator)  # (B, 1)
+    return order.gather(-1, choice).squeeze(-1)
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Pick the next token from logits (B, V): argmax when temperature == 0, else sample. -> (B,)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        return sample_top_p(probs, top_p, generator)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0, device=None):
+    """Right-align prompts in a (B, L) tensor. Returns (tokens, positions); padding gets negative positions."""
+    L = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), L), pad_id, dtype=torch.long)
+    for r, p in enumerate(prompts):
+        tokens[r, L - len(p):] = torch.tensor(list(p), dtype=torch.long)
+    lengths = torch.tensor([len(p) for p in prompts])
+    positions = torch.arange(L)[None, :] - (L - lengths)[:, None]                # (B, L)
+    return tokens.to(device), positions.to(device)
+
+
+@torch.inference_mode()
+def prefill(model, tokens: torch.Tensor, positions: torch.Tensor, cache: RollingBufferCache,
+            chunk_size: Optional[int] = None) -> torch.Tensor:
+    """Run the prompt through the model in chunks of at most W tokens; return the last logits (B, V)."""
+    chunk = chunk_size or cache.window
+    if not 0 < chunk <= cache.window:
+        raise ValueError(f"chunk_size must be in [1, {cache.window}] (the cache window), got {chunk}")
+    L = tokens.shape[1]
+    logits = None
+    for c0 in range(0, L, chunk):
+        logits = model(tokens[:, c0:c0 + chunk], cache=cache, positions=positions[:, c0:c0 + chunk],
+                       last_only=True)
+    return logits[:, -1]
+
+
+def _check_generate_args(model, prompts, max_new_tokens, temperature, top_p):
+    if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
+        raise ValueError("prompts must be a non-empty list of token-id lists")
+    vocab = model.args.vocab_size
+    for r, p in enumerate(prompts):
+        if isinstance(p, torch.Tensor):
+            p = p.tolist()
+        if not isinstance(p, (list, tuple)) or len(p) == 0:
+            raise ValueError(f"prompt {r} is empty: every prompt needs at least one token (e.g. BOS)")
+        for i, t in enumerate(p):
+            if isinstance(t, bool) or not isinstance(t, int):
+                raise TypeError(f"prompt {r}, position {i}: token ids must be ints, got {t!r}")
+            if not 0 <= t < vocab:
+                raise ValueError(f"prompt {r}, position {i}: token id {t} is outside [0, {vocab})")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+@torch.inference_mode()
+def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, temperature: float = 0.0,
+             top_p: float = 1.0, eos_id: Optional[int] = None, seed: Optional[int] = None,
+             chunk_size: Optional[int] = None, progress: Optional[bool] = None) -> List[List[int]]:
+    """Continue each prompt (a list of token ids; lengths may differ) by up to ``max_new_tokens`` tokens.
+
+    temperature 0 = greedy; otherwise sample, with nucleus ``top_p``. A row stops at ``eos_id`` (the
+    eos token is not included). ``seed`` makes sampling reproducible. Returns the new tokens only.
+    ``progress``: tqdm bar over decode steps (default: when max_new_tokens >= 256).
+    """
+    prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts] \
+        if isinstance(prompts, (list, tuple)) else prompts
+    _check_generate_args(model, prompts, max_new_tokens, temperature, top_p)
+    B = len(prompts)
+    if max_new_tokens == 0:
+        return [[] for _ in range(B)]
+    device = next(model.parameters()).device
+    tokens, positions = left_pad(prompts, device=device)
+    window = model.args.sliding_window or (tokens.shape[1] + max_new_tokens)
+    cache = RollingBufferCache.for_model(model, B, window=window)
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+
+    logits = prefill(model, tokens, positions, cache, chunk_size)                 # (B, V)
+    out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    show = progress if progress is not None else max_new_tokens >= 256
+    from tqdm.auto import tqdm
+    n = 0
+    for step in tqdm(range(max_new_tokens), desc="generating", disable=not show):
+        next_tok = sample_next(logits, temperature, top_p, generator)            # (B,)
+        out[:, step] = next_tok
+        n = step + 1
+        if eos_id is not None:
+            done |= next_tok == eos_id
+            if bool(done.all()):
+                break
+        if step + 1 < max_new_tokens:
+            logits = model(next_tok[:, None], cache=cache)[:, -1]                  # (B, V)
+    result = []
+    for row in out[:, :n].tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[:row.index(eos_id)]
+        result.append(row)
+    return result

@@ -1,0 +1,250 @@
+"""The Colab path: fetch the real checkpoint and pick device, dtype and int8 to fit the machine.
+
+    model = load_pretrained()            # mistralai/Mistral-7B-v0.1 on whatever this machine has
+
+prints one line saying what it chose and why, e.g. on a free Colab T4::
+
+    load_pretrained: cuda:0 (Tesla T4, compute capability 7.5, 14.6 GB free) · float16: no native
+    bfloat16 before compute capability 8.0 · int8 weights: float16 needs ~15.9 GB with headroom, int8 ~8.3 GB
+
+Access: the repository may require accepting its terms on huggingface.co and a token. The token is
+read by huggingface_hub itself from ``HF_TOKEN`` (or ``HUGGING_FACE_HUB_TOKEN``, or Colab's secrets);
+this module never reads, prints or stores it. Only safetensors files, the config and the tokenizer
+model are downloaded — never the pickle (.bin) copies some repositories also carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .config import ModelArgs
+from .model import Transformer
+from .quant import model_nbytes, quantize_model
+from .weights import empty_model, load_model, read_args, resolve_device, resolve_dtype
+
+__all__ = ["load_pretrained", "choose_settings", "probe_device", "DeviceInfo", "LoadChoice", "fetch_checkpoint",
+           "HubAccessError", "estimate_nbytes"]
+
+DEFAULT_REPO = "mistralai/Mistral-7B-v0.1"
+CONFIG_PATTERNS = ["config.json", "params.json"]
+HF_PATTERNS = ["config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
+               "tokenizer.model"]
+MISTRAL_PATTERNS = ["params.json", "consolidated.safetensors", "tokenizer.model"]
+GB = 1e9
+
+
+class HubAccessError(PermissionError):
+    """The Hub refused the download: the repository is gated, private, misspelled, or no token was given."""
+
+
+@dataclass
+class DeviceInfo:
+    """What the chooser needs to know about a device (filled by ``probe_device``, or by hand in tests)."""
+    device: str                                   # 'cpu' or 'cuda:N'
+    name: str = ""                                # e.g. 'Tesla T4'
+    capability: Optional[tuple] = None            # CUDA compute capability, e.g. (7, 5)
+    free_bytes: Optional[int] = None              # free memory on the device (host RAM for the CPU)
+    total_bytes: Optional[int] = None
+
+
+@dataclass
+class LoadChoice:
+    """The settings ``load_pretrained`` uses, with the reason for each."""
+    device: str
+    dtype: torch.dtype
+    quantize: Optional[str]
+    reasons: list = field(default_factory=list)
+    info: Optional[DeviceInfo] = None
+
+    def describe(self) -> str:
+        return "load_pretrained: " + " · ".join(self.reasons)
+
+
+def _available_ram() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (Linux, incl. Colab), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def probe_device(device: Optional[str | torch.device] = None) -> DeviceInfo:
+    """Inspect ``device`` (default: the first GPU if any, else the CPU)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(index)
+        return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index),
+                          tuple(torch.cuda.get_device_capability(index)), int(free), int(total))
+    if dev.type == "cpu":
+        return DeviceInfo("cpu", "CPU", None, _available_ram(), None)
+    return DeviceInfo(str(dev), dev.type)
+
+
+def estimate_nbytes(args: ModelArgs, dtype: torch.dtype, quantize: Optional[str] = None) -> int:
+    """Bytes of the weights of ``Transformer(args)`` in ``dtype`` (int8 linears with ``quantize='int8'``)."""
+    model = empty_model(args).to(dtype)
+    if quantize == "int8":
+        quantize_model(model)
+    return model_nbytes(model)
+
+
+def _headroom(weights: int) -> int:
+    """Room for activations, the KV cache and the allocator on top of the weights: 10 %, at least 1 GB."""
+    return max(int(0.1 * weights), int(1 * GB))
+
+
+def choose_settings(args: ModelArgs, info: DeviceInfo, dtype=None, quantize="auto") -> LoadChoice:
+    """Pick dtype and quantization for ``args`` on the device described by ``info``.
+
+    dtype (when not given): CUDA with compute capability >= 8.0 (A100, L4, H100) -> bfloat16, the
+    dtype Mistral 7B was trained in; older GPUs (T4 = 7.5, V100 = 7.0) have no native bfloat16 ->
+    float16; the CPU -> float32 if it fits in free RAM, else bfloat16.
+    quantize='auto': int8 when the weights in that dtype plus headroom (10 %, >= 1 GB) exceed the free
+    memory and int8 fits; an error (before any download) when even int8 does not fit. An explicit
+    ``quantize=None`` or ``'int8'`` is used as given.
+    """
+    if quantize not in ("auto", None, "int8"):
+        raise ValueError(f"quantize must be 'auto', None or 'int8', got {quantize!r}")
+    dev = info.device
+    facts = [info.name] if info.name and dev != "cpu" else []
+    if info.capability is not None:
+        facts.append(f"compute capability {info.capability[0]}.{info.capability[1]}")
+    if info.free_bytes is not None:
+        facts.append(f"{info.free_bytes / GB:.1f} GB free")
+    where = dev + (f" ({', '.join(facts)})" if facts else "")
+    reasons = [where]
+    free = info.free_bytes
+
+    def fits(nbytes: int) -> bool:
+        return free is None or nbytes + _headroom(nbytes) <= free
+
+    if dtype is not None:
+        dtype = resolve_dtype(dtype)
+        reasons.append(f"{_name(dtype)}: as requested")
+    elif dev.startswith("cuda"):
+        if info.capability is not None and tuple(info.capability) >= (8, 0):
+            dtype = torch.bfloat16
+            reasons.append("bfloat16: native on compute capability >= 8.0, the dtype the weights were released in")
+        else:
+            dtype = torch.float16
+            reasons.append("float16: no native bfloat16 before compute capability 8.0")
+    else:
+        dtype = torch.float32 if fits(estimate_nbytes(args, torch.float32)) else torch.bfloat16
+        reasons.append("float32: fits in free RAM" if dtype == torch.float32
+                       else "bfloat16: float32 would not fit in free RAM")
+
+    full = estimate_nbytes(args, dtype)
+    int8 = estimate_nbytes(args, dtype, "int8")
+    need_full, need_int8 = full + _headroom(full), int8 + _headroom(int8)
+    if quantize == "auto":
+        if fits(full):
+            quantize = None
+            reasons.append(f"no quantization: {_name(dtype)} weights need ~{need_full / GB:.1f} GB with headroom")
+        elif fits(int8):
+            quantize = "int8"
+            reasons.append(f"int8 weights: {_name(dtype)} needs ~{need_full / GB:.1f} GB with headroom, "
+                           f"int8 ~{need_int8 / GB:.1f} GB")
+        else:
+            raise MemoryError(f"{dev} has {free / GB:.1f} GB free, but the model needs ~{need_int8 / GB:.1f} GB "
+                              f"even with int8 weights (~{need_full / GB:.1f} GB in {_name(dtype)}); free memory "
+                              "(restart the runtime) or pick a bigger GPU")
+    elif quantize == "int8":
+        reasons.append(f"int8 weights: as requested (~{need_int8 / GB:.1f} GB with headroom)")
+    else:
+        reasons.append(f"no quantization: as requested (~{need_full / GB:.1f} GB with headroom"
+                       + ("" if fits(full) else ", more than is free") + ")")
+    return LoadChoice(dev, dtype, quantize, reasons, info)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _hub():
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ImportError("downloading from the Hugging Face Hub needs huggingface_hub: "
+                          "pip install huggingface_hub (or pass a local checkpoint directory)") from None
+    return huggingface_hub
+
+
+def fetch_checkpoint(repo_id: str = DEFAULT_REPO, local_dir: Optional[str | Path] = None,
+                     revision: Optional[str] = None, patterns: Optional[list] = None) -> Path:
+    """Download the files matching ``patterns`` (default: the safetensors checkpoint) and return the directory.
+
+    ``repo_id`` may also be a local checkpoint directory, returned as is. The token comes from the
+    environment through huggingface_hub's own lookup; it is never passed, printed or stored here.
+    """
+    if Path(repo_id).expanduser().is_dir():
+        return Path(repo_id).expanduser()
+    hub = _hub()
+    try:
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub < 0.20
+        from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
+
+    def download(allow):
+        return Path(hub.snapshot_download(repo_id=repo_id, revision=revision, local_dir=local_dir,
+                                          allow_patterns=allow))
+
+    try:
+        if patterns is not None:
+            return download(patterns)
+        path = download(HF_PATTERNS)
+        if not (path / "config.json").is_file():        # a repository in Mistral's own layout
+            path = download(MISTRAL_PATTERNS)
+        return path
+    except GatedRepoError:
+        raise HubAccessError(
+            f"{repo_id} is gated: open https://huggingface.co/{repo_id} while logged in, accept its terms, then "
+            "make a token with read access available as the environment variable HF_TOKEN (on Colab: the key "
+            "icon 'Secrets', name HF_TOKEN, notebook access on) and run again") from None
+    except RepositoryNotFoundError:
+        raise HubAccessError(
+            f"{repo_id}: repository not found, or not visible without a token — check the name, and set HF_TOKEN "
+            "if it is private or gated") from None
+
+
+def load_pretrained(repo_id: str = DEFAULT_REPO, device: Optional[str | torch.device] = None, dtype=None,
+                    quantize: Optional[str] = "auto", local_dir: Optional[str | Path] = None,
+                    revision: Optional[str] = None, progress: Optional[bool] = True,
+                    verbose: bool = True, probe: Callable[..., DeviceInfo] = probe_device) -> Transformer:
+    """Fetch (or open) a checkpoint, choose device/dtype/int8 for this machine, say so, and load it.
+
+    repo_id: a Hugging Face repository id or a local checkpoint directory (either layout).
+    device: default the first GPU, else the CPU. dtype: default bfloat16 on GPUs with native support,
+    float16 on older GPUs (T4), float32 (or bfloat16 if short of RAM) on the CPU. quantize: 'auto'
+    (int8 when the weights would not fit), None or 'int8'. The choice is printed (``verbose``) and kept as
+    ``model.load_choice``. Weights stream tensor by tensor onto the device (see ``load_model``).
+    """
+    info = probe(device)
+    config_dir = fetch_checkpoint(repo_id, local_dir, revision, patterns=CONFIG_PATTERNS)
+    args = read_args_any(config_dir)
+    choice = choose_settings(args, info, dtype=dtype, quantize=quantize)      # fails before a big download
+    if verbose:
+        print(choice.describe(), flush=True)
+    path = fetch_checkpoint(repo_id, local_dir, revision)
+    model = load_model(path, device=choice.device, dtype=choice.dtype, quantize=choice.quantize, progress=progress)
+    model.load_choice = choice
+    return model
+
+
+def read_args_any(path: Path) -> ModelArgs:
+    """ModelArgs from a directory that has at least config.json or params.json (weights not needed yet)."""
+    if (path / "config.json").is_file():
+        return ModelArgs.from_hf_config(path / "config.json")
+    if (path / "params.json").is_file():
+        return ModelArgs.from_params_json(path / "params.json")
+    return read_args(path)   # raises the loader's clear error for a directory with neither

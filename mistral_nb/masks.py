@@ -1,0 +1,121 @@
+"""Attention masks as small composable predicates over (query position, key position).
+
+A mask predicate takes broadcastable integer tensors ``q`` (query positions) and ``k`` (key positions)
+and returns a boolean tensor: True where the query may attend to the key. Predicates compose with
+``and_masks`` / ``or_masks``; ``mask_matrix`` turns one into a matrix you can test or plot.
+
+Mistral's attention is ``causal & sliding_window(W)``: query i sees keys j with i - W < j <= i, so
+the window W counts the query's own token.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+MaskFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def causal(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """A query sees itself and the past: k <= q."""
+    return k <= q
+
+
+def sliding_window(window: int) -> MaskFn:
+    """A query sees the ``window`` most recent positions, itself included: q - k < window."""
+    if window <= 0:
+        raise ValueError(f"sliding window must be > 0, got {window}")
+
+    def in_window(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return q - k < window
+
+    in_window.__name__ = f"sliding_window_{window}"
+    return in_window
+
+
+def valid_key(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Negative key positions mark padding and empty cache slots: never attend to them."""
+    return k >= 0
+
+
+def and_masks(*fns: MaskFn) -> MaskFn:
+    """A predicate true where every one of ``fns`` is true."""
+    def both(q, k):
+        out = fns[0](q, k)
+        for fn in fns[1:]:
+            out = out & fn(q, k)
+        return out
+    return both
+
+
+def or_masks(*fns: MaskFn) -> MaskFn:
+    """A predicate true where any one of ``fns`` is true."""
+    def either(q, k):
+        out = fns[0](q, k)
+        for fn in fns[1:]:
+            out = out | fn(q, k)
+        return out
+    return either
+
+
+def mistral_mask(window: Optional[int]) -> MaskFn:
+    """Mistral's mask: causal, restricted to a sliding window of ``window`` keys (None = full causal)."""
+    return causal if window is None else and_masks(causal, sliding_window(window))
+
+
+def mask_matrix(fn: MaskFn, q_pos: torch.Tensor, k_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Evaluate ``fn`` on every (query, key) pair.
+
+    q_pos: (..., Sq) and k_pos: (..., Sk) integer positions (k_pos defaults to q_pos).
+    Returns a bool tensor (..., Sq, Sk).
+    """
+    if k_pos is None:
+        k_pos = q_pos
+    return fn(q_pos[..., :, None], k_pos[..., None, :])
+
+
+def sliding_window_mask(seq_len: int, window: Optional[int], device=None) -> torch.Tensor:
+    """The (seq_len, seq_len) boolean mask of a whole-sequence forward (positions 0 .. seq_len-1)."""
+    pos = torch.arange(seq_len, device=device)
+    return mask_matrix(mistral_mask(window), pos)
+
+
+def chunk_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: Optional[int]) -> torch.Tensor:
+    """Mask of a chunk attending to the rolling cache plus itself.
+
+    q_pos: (B, C) absolute positions of the chunk's tokens (negative = left padding).
+    k_pos: (B, T) positions of the keys: the cache slots (negative = empty) followed by the chunk.
+    Returns (B, 1, C, T) bool. A padding query has no valid key; it is allowed to attend to its own
+    slot (the last C keys are the chunk itself) so that softmax stays finite; its output is unused.
+    """
+    fn = and_masks(valid_key, mistral_mask(window))
+    allowed = mask_matrix(fn, q_pos, k_pos)                                    # (B, C, T)
+    C, T = q_pos.shape[-1], k_pos.shape[-1]
+    is_self = torch.zeros(C, T, dtype=torch.bool, device=q_pos.device)
+    is_self[:, T - C:] = torch.eye(C, dtype=torch.bool, device=q_pos.device)
+    pad_query = (q_pos < 0)[..., :, None]                                      # (B, C, 1)
+    allowed = allowed | (pad_query & is_self)
+    return allowed[:, None]                                                    # (B, 1, C, T)
+
+
+def receptive_field(n_layers: int, window: int) -> int:
+    """How far back (in tokens) information can flow after ``n_layers`` sliding-window layers.
+
+    One layer moves information at most W - 1 positions (the window includes the token itself),
+    so k layers reach k * (W - 1) tokens back — the paper rounds this to k * W.
+    """
+    return n_layers * (window - 1)
+
+
+def reachability(seq_len: int, window: int, n_layers: int) -> torch.Tensor:
+    """Which positions can influence which after ``n_layers`` layers: (seq_len, seq_len) bool.
+
+    It is the boolean ``n_layers``-th power of the one-layer mask (paths through the residual
+    stream and the attention at every layer).
+    """
+    one = sliding_window_mask(seq_len, window).to(torch.float32)
+    reach = torch.eye(seq_len)
+    for _ in range(n_layers):
+        reach = ((reach @ one) > 0).to(torch.float32)
+    return reach.bool()

@@ -1,0 +1,126 @@
+"""The Mistral transformer: embeddings, 32 pre-norm blocks (attention + SwiGLU), final norm, output head.
+
+    h = embed(tokens)
+    for each block:  h = h + attention(rms_norm(h));  h = h + feed_forward(rms_norm(h))
+    logits = output(rms_norm(h))
+
+Parameter names follow Mistral's consolidated checkpoints (``layers.0.attention.wq.weight``, ...),
+so those load without renaming; ``weights.py`` maps Hugging Face names onto them.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, additive_mask, use_banded
+from .cache import RollingBufferCache
+from .config import ModelArgs
+from .masks import chunk_mask, sliding_window_mask
+from .norm import RMSNorm
+from .rope import rope_angles
+
+
+class FeedForward(nn.Module):
+    """SwiGLU (Shazeer 2020): w2(silu(w1 x) * w3 x), no biases."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)   # gate
+        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)   # down
+        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)   # up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, dim) -> (B, S, dim)
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm residual block: attention then feed-forward, each on an RMS-normalised input."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args)
+        self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+
+    def forward(self, x, cos, sin, mask=None, cache=None):  # (B, S, dim) -> (B, S, dim)
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    """Mistral 7B's architecture for any ``ModelArgs``.
+
+    ``model(tokens)`` runs a whole sequence with sliding-window causal attention and no cache;
+    ``model(tokens, cache=cache)`` runs a chunk that continues the sequences held in a
+    ``RollingBufferCache``. Logits are returned in float32.
+    """
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        args.validate()
+        self.args = args
+        # nn.Embedding's own init (normal_) costs seconds on the meta device the first time in a
+        # process, for nothing; run it ourselves only on real memory (same values, same RNG order).
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim, _weight=torch.empty(args.vocab_size, args.dim))
+        if not self.tok_embeddings.weight.is_meta:
+            nn.init.normal_(self.tok_embeddings.weight)
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+
+    def check_tokens(self, tokens: torch.Tensor) -> None:
+        """Raise a clear error for a wrong shape or dtype, or ids outside [0, vocab_size)."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.long, torch.int32, torch.int64):
+            raise TypeError(f"tokens must be an integer torch.Tensor of shape (B, S), got "
+                            f"{type(tokens).__name__}{'' if not isinstance(tokens, torch.Tensor) else ' ' + str(tokens.dtype)}")
+        if tokens.dim() != 2 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must have shape (B, S) with S >= 1, got {tuple(tokens.shape)}")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.args.vocab_size:
+            bad = lo if lo < 0 else hi
+            where = tuple(int(i) for i in (tokens == bad).nonzero()[0])
+            raise ValueError(f"token id {bad} at (batch, position) {where} is outside [0, {self.args.vocab_size})")
+
+    def forward(self, tokens: torch.Tensor, cache: Optional[RollingBufferCache] = None,
+                positions: Optional[torch.Tensor] = None, last_only: bool = False) -> torch.Tensor:
+        """tokens (B, S) -> logits (B, S, vocab) float32 ((B, 1, vocab) with ``last_only``).
+
+        positions: (B, S) absolute positions, only with a cache (default: continue each row);
+        negative positions mark left padding, which is neither attended to nor cached.
+        """
+        self.check_tokens(tokens)
+        B, S = tokens.shape
+        h = self.tok_embeddings(tokens)                                   # (B, S, dim)
+        if cache is None:
+            if positions is not None:
+                raise ValueError("positions are only used with a cache; a whole-sequence forward starts at 0")
+            pos = torch.arange(S, device=tokens.device)
+            cos, sin = rope_angles(pos, self.args.head_dim, self.args.rope_theta)   # (S, D/2)
+            banded = use_banded(S, self.args.sliding_window)
+            mask = None if banded else additive_mask(
+                sliding_window_mask(S, self.args.sliding_window, device=tokens.device), h.dtype)  # (S, S)
+            for layer in self.layers:
+                h = layer(h, cos, sin, mask)
+        else:
+            if positions is None:
+                positions = cache.default_positions(S)
+            if positions.shape != tokens.shape:
+                raise ValueError(f"positions {tuple(positions.shape)} must match tokens {tuple(tokens.shape)}")
+            cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)  # (B, S, D/2)
+            key_pos = cache.begin(positions)                              # (B, W + S)
+            mask = additive_mask(chunk_mask(positions, key_pos, self.args.sliding_window), h.dtype)  # (B, 1, S, W+S)
+            for i, layer in enumerate(self.layers):
+                h = layer(h, cos, sin, mask, cache.layer(i))
+            cache.commit()
+        if last_only:
+            h = h[:, -1:]
+        return self.output(self.norm(h)).float()                          # (B, S, vocab)
+
+    def num_parameters(self) -> int:
+        """Number of parameters (works on the meta device)."""
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,117 @@
+"""Figures of chapter 10: int8 rounding of one row, per-channel scales and errors, load-memory benchmark."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+
+from .common import new_axes
+
+__all__ = ["plot_int8_row", "plot_channel_scales", "plot_load_memory", "channel_errors"]
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy() if hasattr(t, "detach") else np.asarray(t, dtype=float)
+
+
+def plot_int8_row(row, ax=None, bins: int = 60, title: str = "One output channel, rounded to int8"):
+    """Histogram of one weight row (in,) with its int8 grid: 255 levels between -max|w| and +max|w|.
+
+    The step between levels is the row's scale ``max|w| / 127``; every weight moves to the nearest level.
+    """
+    from ..quant import dequantize_int8, quantize_int8
+
+    w = torch.as_tensor(row).float().reshape(1, -1)
+    q, s = quantize_int8(w)
+    err = _np(dequantize_int8(q, s) - w)[0]
+    ax = new_axes(ax, figsize=(6, 3.6))
+    values = _np(w)[0]
+    ax.hist(values, bins=bins, color="#4C72B0", alpha=0.85, label="weights")
+    step = float(s[0])
+    lo, hi = ax.get_ylim()
+    for k in range(-127, 128, 16):      # every 16th level, or the plot turns grey
+        ax.axvline(k * step, color="#DD8452", linewidth=0.6, alpha=0.7)
+    ax.axvline(127 * step, color="#C44E52", linewidth=1.5, label=f"±max|w| = ±127 × scale")
+    ax.axvline(-127 * step, color="#C44E52", linewidth=1.5)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count")
+    ax.set_title(title, fontsize=10)
+    ax.text(0.02, 0.95, f"scale = {step:.2e}\nmax |error| = {np.abs(err).max():.2e} (≤ scale / 2)",
+            transform=ax.transAxes, va="top", fontsize=8)
+    ax.plot([], [], color="#DD8452", linewidth=0.6, label="every 16th int8 level")
+    ax.legend(fontsize=8, loc="upper right")
+    return ax
+
+
+def channel_errors(weight) -> dict:
+    """Per output channel: scale and relative error ||w_row - dequant(w_row)|| / ||w_row||, for one scale
+    per channel (int8 as in ``quant.py``) and for a single scale for the whole matrix."""
+    from ..quant import dequantize_int8, quantize_int8
+
+    w = torch.as_tensor(weight).float()
+    q, s = quantize_int8(w)
+    per_channel = (dequantize_int8(q, s) - w).norm(dim=1) / w.norm(dim=1)
+    t = w.abs().max() / 127
+    per_tensor = (torch.round(w / t).clamp(-127, 127) * t - w).norm(dim=1) / w.norm(dim=1)
+    return {"scale": s, "per_channel": per_channel, "per_tensor": per_tensor}
+
+
+def plot_channel_scales(weight, axes=None, title: Optional[str] = None):
+    """Two panels over the output channels of a (out, in) weight: its per-channel scale, and the relative
+    rounding error per channel with a scale per channel vs one scale for the whole matrix."""
+    import matplotlib.pyplot as plt
+
+    e = channel_errors(weight)
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ch = np.arange(len(e["scale"]))
+    axes[0].bar(ch, _np(e["scale"]), color="#4C72B0", width=1.0)
+    axes[0].set_xlabel("output channel (row)")
+    axes[0].set_ylabel("scale = max|w| / 127")
+    axes[0].set_title("One scale per output channel", fontsize=10)
+    axes[1].semilogy(ch, _np(e["per_tensor"]), ".", color="#C44E52", markersize=4, label="one scale per matrix")
+    axes[1].semilogy(ch, _np(e["per_channel"]), ".", color="#55A868", markersize=4, label="one scale per channel")
+    axes[1].set_xlabel("output channel (row)")
+    axes[1].set_ylabel("relative error of the row")
+    axes[1].set_title("Rounding error per channel", fontsize=10)
+    axes[1].legend(fontsize=8)
+    if title:
+        axes[0].figure.suptitle(title, fontsize=11)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+_LABELS = {"stream": "load_model\n(Mistral layout)", "stream_hf": "load_model\n(HF layout, q/k permuted)",
+           "stream_int8": "load_model\nquantize='int8'", "naive": "naive: Transformer()\n+ load_file + load_state_dict"}
+
+
+def plot_load_memory(result: Mapping, ax=None, limit: float = 1.15):
+    """Bars of peak resident memory during a load, in units of the checkpoint's size, from
+    ``benchmarks/results/load_memory.json``: the process before loading, and what the load added."""
+    methods = result["methods"]
+    nbytes = result["checkpoint_bytes"]
+    names = list(methods)
+    base = np.array([methods[m]["baseline_peak_rss"] / nbytes for m in names])
+    added = np.array([(methods[m]["peak_rss"] - methods[m]["baseline_peak_rss"]) / nbytes for m in names])
+    ax = new_axes(ax, figsize=(7, 3.8))
+    x = np.arange(len(names))
+    ax.bar(x, base, color="#BBBBBB", width=0.6, label="Python + torch before the load")
+    ax.bar(x, added, bottom=base, color="#4C72B0", width=0.6, label="added by the load")
+    for xi, b, a in zip(x, base, added):
+        ax.text(xi, b + a, f"+{a:.2f}×", ha="center", va="bottom", fontsize=9)
+    # the targets are measured from each bar's baseline: one checkpoint (the model) and the limit
+    ax.hlines(base + 1.0, x - 0.4, x + 0.4, color="black", linestyle=":", linewidth=1.2,
+              label="baseline + 1× checkpoint (the model itself)")
+    ax.hlines(base + limit, x - 0.4, x + 0.4, color="#C44E52", linestyle="--", linewidth=1.2,
+              label=f"baseline + {limit}× (target for the load)")
+    ax.set_xticks(x, [_LABELS.get(n, n) for n in names], fontsize=8)
+    ax.set_ylabel("peak RSS / checkpoint bytes")
+    ax.set_title(f"Peak memory loading a {nbytes / 1e9:.2f} GB checkpoint on the CPU", fontsize=10)
+    ax.set_ylim(0, max(base + added) * 1.2)
+    ax.legend(fontsize=8, loc="upper left")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return ax

@@ -1,0 +1,48 @@
+"""Execute notebooks in place on the CPU, the way they are committed.
+
+    python scripts/run_notebooks.py notebooks/03_rope.ipynb [more.ipynb ...]
+
+Cells tagged ``gpu`` are skipped (their outputs stay empty), widget state is stored so the book can
+render widgets without a kernel, and each notebook's wall time is printed (never saved into it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def run(path: Path, timeout: int = 600) -> float:
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+                            skip_cells_with_tag="gpu", store_widget_state=True, record_timing=False)
+    t0 = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - t0
+    for cell in nb.cells:           # keep the committed notebook free of machine-dependent metadata
+        cell.get("metadata", {}).pop("execution", None)
+    nbformat.write(nb, path)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    os.environ.pop("MPLBACKEND", None)   # the kernel's inline backend must draw the figures
+    # the same kernel environment as the tests (conftest.py KERNEL_ENV): one intra-op thread
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for path in args.notebooks:
+        elapsed = run(path)
+        print(f"{path}: executed in {elapsed:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from helpers import WINDOW, random_hf_model, save_hf_sharded, tiny_args  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def hf_pair(tmp_path_factory):
+    """(transformers model, sharded HF checkpoint dir, Mistral-layout checkpoint dir), one per session."""
+    from mistral_nb.weights import convert_checkpoint
+
+    args = tiny_args()
+    hf = random_hf_model(args, seed=1234)
+    root = tmp_path_factory.mktemp("ckpt")
+    hf_dir = save_hf_sharded(hf, root / "hf")
+    mistral_dir = convert_checkpoint(hf_dir, root / "mistral", "mistral")
+    return hf, hf_dir, mistral_dir

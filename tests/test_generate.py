@@ -1,0 +1,85 @@
+"""generate(): batching, sampling, eos, seeds, and argument errors."""
+
+import pytest
+import torch
+
+from helpers import WINDOW, random_model, tiny_args
+from mistral_nb import generate
+from mistral_nb.generate import sample_top_p
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(tiny_args())
+
+
+def test_batched_generation_equals_one_by_one(model):
+    torch.manual_seed(0)
+    prompts = [torch.randint(3, 300, (n,)).tolist() for n in (3, WINDOW + 4, 2 * WINDOW + 1)]
+    batched = generate(model, prompts, max_new_tokens=2 * WINDOW)
+    for p, out in zip(prompts, batched):
+        assert generate(model, [p], max_new_tokens=2 * WINDOW)[0] == out
+        assert len(out) == 2 * WINDOW
+
+
+def test_greedy_equals_argmax_of_full_forward(model):
+    prompt = [5, 6, 7]
+    out = generate(model, [prompt], max_new_tokens=3 * WINDOW)[0]
+    seq = prompt + out
+    with torch.no_grad():
+        logits = model(torch.tensor([seq]))[0]
+    assert logits[len(prompt) - 1:-1].argmax(-1).tolist() == out
+
+
+def test_sampling_is_reproducible_with_seed(model):
+    a = generate(model, [[1, 2, 3]], max_new_tokens=20, temperature=1.0, top_p=0.9, seed=42)
+    b = generate(model, [[1, 2, 3]], max_new_tokens=20, temperature=1.0, top_p=0.9, seed=42)
+    c = generate(model, [[1, 2, 3]], max_new_tokens=20, temperature=1.0, top_p=0.9, seed=43)
+    assert a == b and a != c
+
+
+def test_eos_stops_a_row(model):
+    greedy = generate(model, [[1, 2, 3]], max_new_tokens=10)[0]
+    eos = greedy[4]
+    first = greedy.index(eos)
+    out = generate(model, [[1, 2, 3], [9, 9]], max_new_tokens=10, eos_id=eos)
+    assert out[0] == greedy[:first]
+
+
+def test_top_p_keeps_the_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    g = torch.Generator().manual_seed(0)
+    seen = {sample_top_p(probs, 0.7, g).item() for _ in range(200)}
+    assert seen == {0, 1}            # 0.5 + 0.3 reaches 0.7; 2 and 3 are cut
+    assert {sample_top_p(probs, 0.01, g).item() for _ in range(50)} == {0}
+
+
+@pytest.mark.parametrize("kwargs,exc,message", [
+    (dict(prompts=[]), ValueError, "non-empty list"),
+    (dict(prompts=[[]]), ValueError, "prompt 0 is empty"),
+    (dict(prompts=[[1, 300]]), ValueError, r"token id 300 is outside \[0, 300\)"),
+    (dict(prompts=[[1, -1]]), ValueError, "token id -1"),
+    (dict(prompts=[[1.5]]), TypeError, "must be ints"),
+    (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
+    (dict(temperature=-0.1), ValueError, "temperature"),
+    (dict(top_p=0.0), ValueError, "top_p"),
+    (dict(top_p=1.5), ValueError, "top_p"),
+])
+def test_bad_arguments(model, kwargs, exc, message):
+    call = dict(prompts=[[1, 2]], max_new_tokens=4)
+    call.update(kwargs)
+    with pytest.raises(exc, match=message):
+        generate(model, call.pop("prompts"), **call)
+
+
+def test_zero_new_tokens(model):
+    assert generate(model, [[1], [2, 3]], max_new_tokens=0) == [[], []]
+
+
+def test_forward_rejects_out_of_range_ids(model):
+    with pytest.raises(ValueError, match=r"token id 300 at \(batch, position\) \(0, 1\)"):
+        model(torch.tensor([[1, 300]]))
+    with pytest.raises(ValueError, match="shape"):
+        model(torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="integer"):
+        model(torch.tensor([[0.5]]))

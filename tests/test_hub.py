@@ -1,0 +1,158 @@
+"""load_pretrained: the device/dtype/int8 choice, downloads (simulated offline) and the token's privacy."""
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers import random_model, tiny_args
+from mistral_nb import ModelArgs, load_model, save_checkpoint
+from mistral_nb import hub
+from mistral_nb.hub import DeviceInfo, HubAccessError, choose_settings, load_pretrained
+
+GB = 10**9
+SECRET = "hf_THIS_IS_A_SECRET_TOKEN_0123456789"
+M7B = ModelArgs.mistral_7b()
+
+T4 = DeviceInfo("cuda:0", "Tesla T4", (7, 5), int(14.6 * GB), int(15.8 * GB))
+A100 = DeviceInfo("cuda:0", "NVIDIA A100-SXM4-40GB", (8, 0), int(39.4 * GB), int(42.5 * GB))
+V100_16 = DeviceInfo("cuda:0", "Tesla V100-SXM2-16GB", (7, 0), int(15.5 * GB), int(16.9 * GB))
+SMALL_GPU = DeviceInfo("cuda:0", "tiny", (8, 6), int(6 * GB), int(8 * GB))
+COLAB_CPU = DeviceInfo("cpu", "CPU", None, int(11.5 * GB))
+BIG_CPU = DeviceInfo("cpu", "CPU", None, int(64 * GB))
+
+
+@pytest.mark.parametrize("info,dtype,quantize", [
+    (T4, torch.float16, "int8"),          # no native bf16, 14.5 GB of fp16 weights do not fit in 14.6 GB free
+    (V100_16, torch.float16, "int8"),
+    (A100, torch.bfloat16, None),
+    (COLAB_CPU, torch.bfloat16, "int8"),  # 12.7 GB of RAM: neither fp32 nor bf16 fits
+    (BIG_CPU, torch.float32, None),
+])
+def test_choice_for_mistral_7b(info, dtype, quantize):
+    choice = choose_settings(M7B, info)
+    assert (choice.device, choice.dtype, choice.quantize) == (info.device, dtype, quantize)
+    line = choice.describe()
+    assert line.startswith("load_pretrained: " + info.device)
+    assert str(dtype).removeprefix("torch.") in line
+    assert ("int8" in line) == (quantize == "int8")
+
+
+def test_t4_line_says_why():
+    line = choose_settings(M7B, T4).describe()
+    assert "Tesla T4, compute capability 7.5, 14.6 GB free" in line
+    assert "float16: no native bfloat16 before compute capability 8.0" in line
+    assert "int8 weights: float16 needs ~15.9 GB with headroom, int8 ~8.5 GB" in line
+
+
+def test_explicit_settings_win_and_impossible_fits_fail_early():
+    c = choose_settings(M7B, T4, dtype="bfloat16", quantize=None)
+    assert (c.dtype, c.quantize) == (torch.bfloat16, None) and "more than is free" in c.describe()
+    assert choose_settings(M7B, A100, quantize="int8").quantize == "int8"
+    with pytest.raises(MemoryError, match=r"cuda:0 has 6.0 GB free, but the model needs ~8.5 GB even with int8"):
+        choose_settings(M7B, SMALL_GPU)
+    with pytest.raises(ValueError, match="quantize must be 'auto', None or 'int8', got 'int4'"):
+        choose_settings(M7B, T4, quantize="int4")
+    with pytest.raises(ValueError, match="unsupported dtype 'fp8'"):
+        choose_settings(M7B, T4, dtype="fp8")
+    # unknown free memory: trust the request, quantize nothing
+    assert choose_settings(M7B, DeviceInfo("cpu")).quantize is None
+
+
+def test_probe_cpu():
+    info = hub.probe_device("cpu")
+    assert info.device == "cpu" and (info.free_bytes is None or info.free_bytes > 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    model = random_model(tiny_args(n_layers=2), seed=11)
+    return model, save_checkpoint(model, tmp_path_factory.mktemp("hub") / "repo", layout="hf")
+
+
+def _fake_probe(info):
+    return lambda device=None: info
+
+
+def test_load_pretrained_from_a_local_directory(tiny_ckpt, capsys):
+    model, path = tiny_ckpt
+    loaded = load_pretrained(str(path), probe=_fake_probe(DeviceInfo("cpu", free_bytes=8 * GB)), progress=False)
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("load_pretrained: cpu (8.0 GB free) · float32: fits in free RAM · no quantization")
+    assert loaded.load_choice.dtype == torch.float32 and loaded.load_choice.quantize is None
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_load_pretrained_picks_int8_when_short(tiny_ckpt, capsys):
+    _, path = tiny_ckpt
+    # a device with less room than the float32 weights + 1 GB headroom, but enough for int8 + headroom
+    args = load_model(path).args
+    full, int8 = hub.estimate_nbytes(args, torch.float32), hub.estimate_nbytes(args, torch.float32, "int8")
+    free = 1 * GB + (full + int8) // 2
+    model = load_pretrained(str(path), dtype="float32", probe=_fake_probe(DeviceInfo("cpu", free_bytes=free)),
+                            progress=False)
+    assert model.load_choice.quantize == "int8" and "int8 weights" in capsys.readouterr().out
+    assert type(model.layers[0].attention.wq).__name__ == "Int8Linear"
+
+
+def test_download_uses_only_safetensors_and_never_handles_the_token(tiny_ckpt, monkeypatch, capsys):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    _, path = tiny_ckpt
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    calls = []
+
+    def fake_snapshot_download(**kwargs):
+        calls.append(kwargs)
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    model = load_pretrained("someone/tiny-mistral", probe=_fake_probe(DeviceInfo("cpu", free_bytes=8 * GB)),
+                            progress=False)
+    assert model.args.n_layers == 2
+    assert [c["repo_id"] for c in calls] == ["someone/tiny-mistral"] * 2
+    assert calls[0]["allow_patterns"] == ["config.json", "params.json"]        # config first: choose, then fetch
+    for c in calls:
+        assert "token" not in c                                                # huggingface_hub reads HF_TOKEN itself
+        assert not any(p.endswith((".bin", ".pt", ".pth", "*")) and "safetensors" not in p
+                       for p in c["allow_patterns"])
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+    assert SECRET not in repr(model.load_choice)
+
+
+def _hub_error(cls_name):
+    from huggingface_hub import errors
+    response = SimpleNamespace(headers={}, request=None)
+    return getattr(errors, cls_name)(f"401 Client Error (token {SECRET[:3]}...)", response=response)
+
+
+@pytest.mark.parametrize("cls_name,message", [
+    ("GatedRepoError", r"mistralai/Mistral-7B-v0.1 is gated: .*accept its terms.*HF_TOKEN"),
+    ("RepositoryNotFoundError", r"mistralai/Mistral-7B-v0.1: repository not found, or not visible without a token"),
+])
+def test_access_errors_explain_what_to_do(monkeypatch, cls_name, message):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    err = _hub_error(cls_name)
+
+    def refuse(**kwargs):
+        raise err
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(HubAccessError, match=message) as info:
+        load_pretrained(probe=_fake_probe(T4))
+    assert SECRET not in str(info.value)
+    assert isinstance(info.value, PermissionError)
+
+
+def test_missing_huggingface_hub_is_explained(monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    with pytest.raises(ImportError, match="needs huggingface_hub: pip install huggingface_hub"):
+        hub.fetch_checkpoint("mistralai/Mistral-7B-v0.1")
+
+
+def test_local_directory_without_config(tmp_path):
+    with pytest.raises(Exception, match="neither layout"):
+        load_pretrained(str(tmp_path), probe=_fake_probe(BIG_CPU))

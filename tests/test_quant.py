@@ -1,0 +1,145 @@
+"""Int8 weight-only quantization: the rounding, the layer, whole models, and streaming it while loading."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import random_model, rel_err, tiny_args
+from mistral_nb import ModelArgs, Transformer, generate, load_model, save_checkpoint
+from mistral_nb.quant import Int8Linear, dequantize_int8, model_nbytes, quantize_int8, quantize_model
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(rows=st.integers(1, 9), cols=st.integers(1, 40), scale=st.floats(1e-6, 1e3), seed=st.integers(0, 2**16),
+       chunk=st.integers(1, 4))
+def test_rounding_error_is_at_most_half_a_step(rows, cols, scale, seed, chunk):
+    w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * scale
+    q, s = quantize_int8(w, chunk_rows=chunk)
+    assert q.dtype == torch.int8 and s.shape == (rows,)
+    assert int(q.abs().max()) <= 127
+    assert torch.equal(q.abs().amax(dim=1), torch.full((rows,), 127, dtype=torch.int8))   # each row uses the range
+    err = (dequantize_int8(q, s) - w).abs()
+    assert bool((err <= s[:, None] / 2 * (1 + 1e-5)).all())
+
+
+def test_zero_row_and_bad_shapes():
+    q, s = quantize_int8(torch.zeros(2, 3))
+    assert torch.equal(q, torch.zeros(2, 3, dtype=torch.int8)) and torch.equal(dequantize_int8(q, s), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"2-D weight \(out, in\), got shape \(3,\)"):
+        quantize_int8(torch.ones(3))
+    with pytest.raises(ValueError, match="floating-point"):
+        quantize_int8(torch.ones(2, 2, dtype=torch.int32))
+    layer = Int8Linear(4, 3)
+    with pytest.raises(ValueError, match=r"weight of shape \(4, 4\) does not fit an Int8Linear \(3, 4\)"):
+        layer.set_weight(torch.ones(4, 4))
+
+
+def test_int8_linear_scales_after_the_matmul():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(32, 24, bias=False)
+    layer = Int8Linear.from_linear(linear)
+    x = torch.randn(5, 7, 32)
+    expected = torch.nn.functional.linear(x, layer.dequantize())       # x (q * s)^T
+    assert torch.allclose(layer(x), expected, atol=1e-5)
+    assert rel_err(layer(x), linear(x)) < 0.01
+    assert [n for n, _ in layer.named_parameters()] == []                # buffers, not trainable parameters
+    assert layer.weight.dtype == torch.int8 and layer.scale.shape == (24,)
+
+
+def test_quantize_model_keeps_output_head_and_stays_close():
+    args = tiny_args(dim=128, hidden_dim=256, n_heads=4, n_kv_heads=2, head_dim=32, vocab_size=500, n_layers=3)
+    model = random_model(args, seed=3)
+    tokens = torch.randint(0, 500, (4, 48), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(tokens)
+        q = quantize_model(random_model(args, seed=3))
+        out = q(tokens)
+    int8 = [n for n, m in q.named_modules() if isinstance(m, Int8Linear)]
+    assert len(int8) == 7 * args.n_layers and "output" not in int8
+    assert isinstance(q.output, torch.nn.Linear)
+    assert rel_err(out, ref) < 0.01
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.95
+    assert model_nbytes(q) < 0.5 * model_nbytes(model)
+    assert generate(q, [[1, 2, 3], [4]], max_new_tokens=10) == generate(q, [[1, 2, 3], [4]], max_new_tokens=10)
+
+
+@pytest.mark.parametrize("layout", ["mistral", "hf"])
+def test_streaming_quantization_equals_quantizing_afterwards(tmp_path, layout):
+    args = tiny_args(n_layers=2)
+    model = random_model(args, seed=5)
+    path = save_checkpoint(model, tmp_path / layout, layout=layout, max_shard_bytes=30_000 if layout == "hf" else None)
+    streamed = load_model(path, quantize="int8")
+    after = quantize_model(load_model(path))
+    for (n, a), (_, b) in zip(streamed.state_dict().items(), after.state_dict().items()):
+        assert torch.equal(a, b), n
+    tokens = torch.randint(0, args.vocab_size, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert rel_err(streamed(tokens), model(tokens)) < 0.01
+    out = generate(streamed, [[1, 2, 3]], max_new_tokens=12)[0]
+    assert len(out) == 12 and all(0 <= t < args.vocab_size for t in out)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_int8_in_half_precision(tmp_path, dtype):
+    model = random_model(tiny_args(n_layers=1), seed=2)
+    path = save_checkpoint(model, tmp_path / "c", layout="hf", dtype=torch.bfloat16)
+    q = load_model(path, dtype=dtype, quantize="int8")
+    assert q.layers[0].attention.wq.scale.dtype == dtype and q.tok_embeddings.weight.dtype == dtype
+    tokens = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        out = q(tokens)
+        assert out.dtype == torch.float32 and bool(out.isfinite().all())
+        assert rel_err(out, model(tokens)) < 0.05
+
+
+def test_mistral_7b_int8_is_about_7_5_gb():
+    with torch.device("meta"):
+        model = Transformer(ModelArgs.mistral_7b()).to(torch.float16)
+    assert model_nbytes(model) == 2 * 7_241_732_096
+    quantize_model(model)
+    assert 7.45e9 < model_nbytes(model) < 7.55e9
+    assert all(t.is_meta for t in model.buffers())
+
+
+def test_unknown_quantize_mode(tmp_path):
+    path = save_checkpoint(random_model(tiny_args(n_layers=1)), tmp_path / "c")
+    with pytest.raises(ValueError, match=r"quantize must be one of \(None, 'int8'\), got 'int4'"):
+        load_model(path, quantize="int4")
+
+
+# ---------------------------------------------------------------- the chapter's figures
+def test_figures_draw_headless():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mistral_nb import viz
+
+    torch.manual_seed(0)
+    w = torch.randn(64, 128) * 0.02
+    w[::16] *= 10
+    e = viz.channel_errors(w)
+    assert bool((e["per_channel"] <= e["per_tensor"] + 1e-7).all())
+    assert torch.isclose(e["per_channel"][0], e["per_tensor"][0]) or e["scale"].argmax() % 16 == 0
+    ax = viz.plot_int8_row(w[1])
+    assert "scale = " in ax.texts[0].get_text()
+    axes = viz.plot_channel_scales(w)
+    assert len(axes[0].patches) == 64 and len(axes[1].lines) == 2
+    fake = {"checkpoint_bytes": 10**9, "methods": {
+        "stream": {"baseline_peak_rss": 2 * 10**8, "peak_rss": 12 * 10**8},
+        "naive": {"baseline_peak_rss": 2 * 10**8, "peak_rss": 22 * 10**8}}}
+    ax = viz.plot_load_memory(fake)
+    labels = [t.get_text() for t in ax.texts]
+    assert "+1.00×" in labels and "+2.00×" in labels
+    plt.close("all")
+
+
+def test_progress_bar_counts_bytes_and_names_the_shard(tmp_path, capsys):
+    path = save_checkpoint(random_model(tiny_args(n_layers=1)), tmp_path / "s", layout="hf", max_shard_bytes=30_000)
+    n_shards = len(list(path.glob("model-*.safetensors")))
+    load_model(path, progress=True)
+    err = capsys.readouterr().err
+    assert "loading s" in err and f"shard {n_shards}/{n_shards}: model-{n_shards:05d}-of-{n_shards:05d}" in err
+    load_model(path)                                   # small checkpoint: no bar by default
+    assert capsys.readouterr().err == ""

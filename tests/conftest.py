@@ -24,3 +24,11 @@ def hf_pair(tmp_path_factory):
     hf_dir = save_hf_sharded(hf, root / "hf")
     mistral_dir = convert_checkpoint(hf_dir, root / "mistral", "mistral")
     return hf, hf_dir, mistral_dir
+
+# Property tests: random examples on a developer's machine; in CI (CI=true) the same examples every
+# run, so a landing never depends on the luck of the draw (failures found locally become regressions).
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

@@ -5,7 +5,7 @@
 prints one line saying what it chose and why, e.g. on a free Colab T4::
 
     load_pretrained: cuda:0 (Tesla T4, compute capability 7.5, 14.6 GB free) · float16: no native
-    bfloat16 before compute capability 8.0 · int8 weights: float16 needs ~15.9 GB with headroom, int8 ~8.3 GB
+    bfloat16 before compute capability 8.0 · int8 weights: float16 needs ~15.9 GB with headroom, int8 ~8.5 GB
 
 Access: the repository may require accepting its terms on huggingface.co and a token. The token is
 read by huggingface_hub itself from ``HF_TOKEN`` (or ``HUGGING_FACE_HUB_TOKEN``, or Colab's secrets);

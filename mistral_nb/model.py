@@ -87,13 +87,17 @@ class Transformer(nn.Module):
             raise ValueError(f"token id {bad} at (batch, position) {where} is outside [0, {self.args.vocab_size})")
 
     def forward(self, tokens: torch.Tensor, cache: Optional[RollingBufferCache] = None,
-                positions: Optional[torch.Tensor] = None, last_only: bool = False) -> torch.Tensor:
+                positions: Optional[torch.Tensor] = None, last_only: bool = False,
+                check: bool = True) -> torch.Tensor:
         """tokens (B, S) -> logits (B, S, vocab) float32 ((B, 1, vocab) with ``last_only``).
 
         positions: (B, S) absolute positions, only with a cache (default: continue each row);
         negative positions mark left padding, which is neither attended to nor cached.
+        check: validate the ids (reads them back to the host: ``generate`` skips it for the tokens
+        it sampled itself, which are in range by construction).
         """
-        self.check_tokens(tokens)
+        if check:
+            self.check_tokens(tokens)
         B, S = tokens.shape
         h = self.tok_embeddings(tokens)                                   # (B, S, dim)
         if cache is None:

@@ -83,3 +83,21 @@ def test_forward_rejects_out_of_range_ids(model):
         model(torch.tensor([1, 2]))
     with pytest.raises(TypeError, match="integer"):
         model(torch.tensor([[0.5]]))
+
+
+def test_generation_stops_soon_after_every_row_hit_eos(model, monkeypatch):
+    from mistral_nb.generate import EOS_CHECK_EVERY
+
+    first = generate(model, [[1, 2, 3]], max_new_tokens=1)[0][0]
+    calls = []
+    original = type(model).forward
+
+    def counting_forward(self, *args, **kwargs):
+        calls.append(kwargs.get("check", True))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", counting_forward)
+    out = generate(model, [[1, 2, 3]], max_new_tokens=200, eos_id=first)
+    assert out == [[]]
+    assert len(calls) <= 1 + EOS_CHECK_EVERY          # one prefill chunk, then at most one check period
+    assert calls[0] is True and not any(calls[1:])     # prompts are validated, sampled tokens are not

@@ -102,6 +102,13 @@ def band_blocks(seq_len: int, window: int, block: int) -> list[tuple[int, int, i
     return [(s0, min(seq_len, s0 + block), max(0, s0 - window + 1)) for s0 in range(0, seq_len, block)]
 
 
+def banded_pairs(seq_len: int, window: int, block_size: Optional[int] = None) -> int:
+    """Number of (query, key) scores ``banded_attention`` computes: each block scores its queries
+    against every key of its band, including the few its first queries may not see."""
+    block = block_size or default_block_size(window)
+    return sum((s1 - s0) * (s1 - k0) for s0, s1, k0 in band_blocks(seq_len, window, block))
+
+
 @functools.lru_cache(maxsize=8)
 def _band_biases(seq_len: int, window: int, block: int, device, dtype) -> list[torch.Tensor]:
     """Additive masks of every block (the same for all layers, so built once per shape)."""

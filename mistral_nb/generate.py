@@ -19,6 +19,13 @@ from .cache import RollingBufferCache
 EOS_CHECK_EVERY = 8   # decode steps between host reads of "has every row reached eos?"
 
 
+def top_p_keep(probs_sorted: torch.Tensor, p: float) -> torch.Tensor:
+    """Which of the probabilities, sorted from most to least likely along the last dimension, nucleus
+    sampling keeps: those whose *preceding* mass is <= p (so the most likely token always stays)."""
+    mass_before = torch.cumsum(probs_sorted, dim=-1) - probs_sorted
+    return mass_before <= p
+
+
 def sample_top_p(probs: torch.Tensor, p: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Nucleus sampling. probs (B, V) -> token ids (B,).
 
@@ -26,8 +33,7 @@ def sample_top_p(probs: torch.Tensor, p: float, generator: Optional[torch.Genera
     renormalise, sample.
     """
     probs_sorted, order = torch.sort(probs, dim=-1, descending=True)            # (B, V)
-    mass_before = torch.cumsum(probs_sorted, dim=-1) - probs_sorted
-    probs_sorted = probs_sorted.masked_fill(mass_before > p, 0.0)
+    probs_sorted = probs_sorted.masked_fill(~top_p_keep(probs_sorted, p), 0.0)
     probs_sorted = probs_sorted / probs_sorted.sum(dim=-1, keepdim=True)
     choice = torch.multinomial(probs_sorted, num_samples=1, generator=generator)  # (B, 1)
     return order.gather(-1, choice).squeeze(-1)

@@ -26,7 +26,7 @@ from .model import Transformer
 from .quant import model_nbytes, quantize_model
 from .weights import empty_model, load_model, read_args, resolve_device, resolve_dtype
 
-__all__ = ["load_pretrained", "choose_settings", "probe_device", "DeviceInfo", "LoadChoice", "fetch_checkpoint",
+__all__ = ["cuda_or_explain", "load_pretrained", "choose_settings", "probe_device", "DeviceInfo", "LoadChoice", "fetch_checkpoint",
            "HubAccessError", "estimate_nbytes"]
 
 DEFAULT_REPO = "mistralai/Mistral-7B-v0.1"
@@ -35,6 +35,17 @@ HF_PATTERNS = ["config.json", "model.safetensors", "model-*.safetensors", "model
                "tokenizer.model"]
 MISTRAL_PATTERNS = ["params.json", "consolidated.safetensors", "tokenizer.model"]
 GB = 1e9
+
+
+def cuda_or_explain() -> bool:
+    """True when a CUDA GPU is present. Otherwise print why the cell that asked does nothing and
+    return False: the book's GPU cells start with ``if cuda_or_explain():``, so a CPU run (and the
+    rendered book) shows a sentence instead of an empty cell."""
+    if torch.cuda.is_available():
+        return True
+    print("No CUDA GPU in this run, so this cell does nothing (the book's outputs come from a CPU). "
+          "On Colab: Runtime -> Change runtime type -> GPU, then run it again.")
+    return False
 
 
 class HubAccessError(PermissionError):

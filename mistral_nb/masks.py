@@ -99,6 +99,16 @@ def chunk_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: Optional[int]) 
     return allowed[:, None]                                                    # (B, 1, C, T)
 
 
+def attended_pairs(seq_len: int, window: Optional[int] = None) -> int:
+    """Number of (query, key) pairs a whole-sequence forward attends to: the True entries of
+    ``sliding_window_mask(seq_len, window)``, in closed form.
+
+    The first min(S, W) queries see 1, 2, ... keys; every later query sees exactly W.
+    """
+    n = seq_len if window is None else min(seq_len, window)
+    return n * (n + 1) // 2 + (seq_len - n) * (window or 0)
+
+
 def receptive_field(n_layers: int, window: int) -> int:
     """How far back (in tokens) information can flow after ``n_layers`` sliding-window layers.
 

@@ -23,7 +23,6 @@ from typing import Dict, Iterator, Optional
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .config import ModelArgs
 from .model import Transformer
@@ -176,22 +175,11 @@ def _weight_files(path: Path, layout: str) -> tuple[list[Path], Optional[Dict[st
 
 
 # ---------------------------------------------------------------- the empty model
-class _SkipInitOnMeta(TorchFunctionMode):
-    """Skip ``torch.nn.init`` calls on meta tensors: there is nothing to initialise, and PyTorch's meta
-    version of ``normal_`` pulls in ~70 MB of symbolic-math modules and seconds of import time."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if getattr(func, "__module__", None) == "torch.nn.init" or getattr(func, "__name__", "") in ("normal_", "uniform_"):
-            t = kwargs.get("tensor", args[0] if args else None)
-            if isinstance(t, torch.Tensor) and t.is_meta:
-                return t
-        return func(*args, **kwargs)
-
-
 def empty_model(args: ModelArgs) -> Transformer:
-    """``Transformer(args)`` on the meta device: every parameter has a shape and a dtype, no storage."""
-    with torch.device("meta"), _SkipInitOnMeta():
+    """``Transformer(args)`` on the meta device: every parameter has a shape and a dtype, no storage.
+
+    (Building on meta is fast because ``Transformer`` skips the embedding's random init there.)"""
+    with torch.device("meta"):
         return Transformer(args)
 
 

@@ -2,8 +2,9 @@
 
     python scripts/run_notebooks.py notebooks/03_rope.ipynb [more.ipynb ...]
 
-Cells tagged ``gpu`` are skipped (their outputs stay empty), widget state is stored so the book can
-render widgets without a kernel, and each notebook's wall time is printed (never saved into it).
+Cells tagged ``gpu`` run too: they begin with ``if cuda_or_explain():`` and on a CPU only print why
+they do nothing. Widget state is stored so the book can render widgets without a kernel, and each
+notebook's wall time is printed (never saved into it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from nbclient import NotebookClient
 def run(path: Path, timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
-                            skip_cells_with_tag="gpu", store_widget_state=True, record_timing=False)
+                            store_widget_state=True, record_timing=False)
     t0 = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - t0

@@ -101,3 +101,12 @@ def test_generation_stops_soon_after_every_row_hit_eos(model, monkeypatch):
     assert out == [[]]
     assert len(calls) <= 1 + EOS_CHECK_EVERY          # one prefill chunk, then at most one check period
     assert calls[0] is True and not any(calls[1:])     # prompts are validated, sampled tokens are not
+
+
+def test_top_p_keep_rule():
+    from mistral_nb.generate import top_p_keep
+
+    sorted_probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    assert top_p_keep(sorted_probs, 0.7).tolist() == [True, True, False, False]
+    assert top_p_keep(sorted_probs, 0.85).tolist() == [True, True, True, False]  # mass before 0.15 is 0.8
+    assert top_p_keep(sorted_probs, 1e-9).tolist() == [True, False, False, False]

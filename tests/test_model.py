@@ -183,3 +183,32 @@ def test_logits_are_float32_for_bf16_models():
     model = random_model(tiny_args()).to(torch.bfloat16)
     out = model(torch.randint(0, 300, (1, 5)))
     assert out.dtype == torch.float32
+
+
+def test_attended_pairs_closed_form_counts_the_mask():
+    from mistral_nb.masks import attended_pairs
+
+    for S in range(1, 30):
+        for W in (None, 1, 2, 5, 8, 40):
+            assert attended_pairs(S, W) == int(sliding_window_mask(S, W).sum()), (S, W)
+
+
+def test_banded_pairs_cover_the_window_and_beat_dense():
+    from mistral_nb.attention import band_blocks, banded_pairs
+    from mistral_nb.masks import attended_pairs
+
+    for S, W, b in [(40, 8, 3), (16384, 4096, None), (100, 7, 100)]:
+        n = banded_pairs(S, W, b)
+        assert attended_pairs(S, W) <= n <= S * S
+    assert banded_pairs(12, 4, 4) == sum((s1 - s0) * (s1 - k0) for s0, s1, k0 in band_blocks(12, 4, 4)) == 4 * 4 + 4 * 7 + 4 * 7
+
+
+def test_parameter_counts_and_bytes_read_per_token():
+    from mistral_nb.model import parameter_counts, weights_read_per_token
+
+    for args in (ModelArgs.mistral_7b(), tiny_args(), tiny_args(n_kv_heads=4, sliding_window=None)):
+        with torch.device("meta"):
+            model = Transformer(args)
+        assert sum(parameter_counts(args).values()) == model.num_parameters()
+    args = ModelArgs.mistral_7b()
+    assert weights_read_per_token(args) == 2 * (7_241_732_096 - 31_999 * 4096) == 14_221_328_384

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 from matplotlib.patches import Patch, Rectangle
 
+from ..generate import top_p_keep
 from .common import new_axes
 
 __all__ = ["plot_temperature", "plot_top_p", "plot_left_padding"]
@@ -76,7 +78,7 @@ def plot_top_p(probs, p: float, labels: Optional[Sequence[str]] = None, ax=None,
     order = np.argsort(-q, kind="stable")
     qs = q[order]
     before = np.cumsum(qs) - qs
-    keep = before <= p
+    keep = top_p_keep(torch.as_tensor(qs), p).numpy()         # the package's rule, on the sorted values
     names = [_labels(labels, len(q))[i] for i in order]
     ax = new_axes(ax, figsize=(max(6.0, 0.7 * len(q) + 1.5), 3.6))
     x = np.arange(len(q))

@@ -14,12 +14,13 @@ __all__ = ["plot_banded_vs_dense", "plot_kv_cache_gb", "plot_speed_ratios", "plo
 def plot_attention_cost(seq_lens: Sequence[int], window: int, ax=None):
     """Query-key pairs computed by dense masked attention (S^2) vs the banded path (~ S x (W + b))."""
     ax = new_axes(ax, figsize=(5.5, 3.6))
-    from ..attention import band_blocks, default_block_size
+    from ..attention import banded_pairs, default_block_size
+    from ..masks import attended_pairs
 
     block = default_block_size(window)
     dense = [s * s for s in seq_lens]
-    banded = [sum((s1 - s0) * (s1 - k0) for s0, s1, k0 in band_blocks(s, window, block)) for s in seq_lens]
-    needed = [sum(min(i + 1, window) for i in range(s)) for s in seq_lens]
+    banded = [banded_pairs(s, window) for s in seq_lens]
+    needed = [attended_pairs(s, window) for s in seq_lens]
     ax.plot(seq_lens, [d / 1e6 for d in dense], "o-", label="dense masked: S²")
     ax.plot(seq_lens, [b / 1e6 for b in banded], "s-", label=f"banded (blocks of {block})")
     ax.plot(seq_lens, [n / 1e6 for n in needed], "k--", label="pairs inside the window")

@@ -1,7 +1,9 @@
 """Prefill and generation time of mistral_nb against transformers' MistralForCausalLM (SDPA).
 
 Same random checkpoint (written by transformers, loaded by mistral_nb), same process, interleaved
-runs, median of several. Ratio < 1 means mistral_nb is faster.
+runs, median of several. Ratio < 1 means mistral_nb is faster. Generation is timed both eager, then
+with each side's compiled path — mistral_nb's compiled decode step (``generate(compile=True)``) and
+transformers' static cache + ``compile_config`` — so that each side is also shown at its best.
 
     python benchmarks/vs_transformers.py [--repeats 5]
 """
@@ -9,6 +11,7 @@ runs, median of several. Ratio < 1 means mistral_nb is faster.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved_medians, record  # noqa: E402
 
-from mistral_nb import ModelArgs, generate, load_model  # noqa: E402
+from mistral_nb import ModelArgs, RollingBufferCache, generate, load_model  # noqa: E402
+from mistral_nb.generate import compiled_decoder, prefill  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +40,8 @@ def main() -> None:
     p.add_argument("--no-record", action="store_true")
     a = p.parse_args()
 
-    from transformers import MistralConfig, MistralForCausalLM
+    import transformers
+    from transformers import CompileConfig, MistralConfig, MistralForCausalLM
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
 
@@ -73,25 +78,53 @@ def main() -> None:
     def ours_generate():
         generate(ours, [prompt[0].tolist()], max_new_tokens=a.new, progress=False)
 
+    def ours_generate_compiled():
+        generate(ours, [prompt[0].tolist()], max_new_tokens=a.new, progress=False, compile=True)
+
+    hf_compile = CompileConfig(dynamic=False)
+    hf_compile._compile_all_devices = True      # transformers compiles only on accelerators unless told
+
+    @torch.inference_mode()
+    def hf_generate_compiled():
+        hf.generate(prompt, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False, pad_token_id=0,
+                    eos_token_id=None, cache_implementation="static", compile_config=hf_compile)
+
     # correctness first: the two must compute the same function before their speed means anything
     # (random weights at this width give near-tied logits, so compare logits, not greedy tokens)
     with torch.inference_mode():
         ref, got = hf(long_prompt).logits, ours(long_prompt)
     err = ((got - ref).norm() / ref.norm()).item()
     assert err < 1e-4, f"logits differ: relative error {err:.2e}"
+    # ... and the compiled decode step computes the eager step's function (its first call compiles)
+    with torch.inference_mode():
+        cache = RollingBufferCache.for_model(ours, 1)
+        prefill(ours, prompt, torch.arange(a.prompt)[None], cache)
+        step = prompt[:, -1:]
+        ref = ours(step, cache=copy.deepcopy(cache))
+        got = compiled_decoder(ours)(step, cache=copy.deepcopy(cache), check=False)
+    err = ((got - ref).norm() / ref.norm()).item()
+    assert err < 1e-4, f"compiled decode step differs from eager: relative error {err:.2e}"
 
     res = interleaved_medians({"hf_prefill": hf_prefill, "ours_prefill": ours_prefill,
-                               "hf_generate": hf_generate, "ours_generate": ours_generate}, a.repeats)
+                               "hf_generate": hf_generate, "ours_generate": ours_generate,
+                               "ours_generate_compiled": ours_generate_compiled,
+                               "hf_generate_compiled": hf_generate_compiled}, a.repeats)
+    med = {k: v["median_s"] for k, v in res.items()}
     summary = {
         "config": {k: v for k, v in vars(a).items() if k not in ("no_record",)},
+        "transformers": transformers.__version__,
         "timings": res,
-        "prefill_ratio": round(res["ours_prefill"]["median_s"] / res["hf_prefill"]["median_s"], 3),
-        "generate_ratio": round(res["ours_generate"]["median_s"] / res["hf_generate"]["median_s"], 3),
-        "ours_decode_tokens_per_s": round(a.new / res["ours_generate"]["median_s"], 1),
-        "hf_decode_tokens_per_s": round(a.new / res["hf_generate"]["median_s"], 1),
+        "prefill_ratio": round(med["ours_prefill"] / med["hf_prefill"], 3),
+        "generate_ratio": round(med["ours_generate"] / med["hf_generate"], 3),
+        "generate_ratio_compiled": round(med["ours_generate_compiled"] / med["hf_generate"], 3),
+        "generate_ratio_compiled_vs_hf_compiled": round(med["ours_generate_compiled"] / med["hf_generate_compiled"], 3),
+        "hf_compiled_vs_hf_eager": round(med["hf_generate_compiled"] / med["hf_generate"], 3),
+        "decode_tokens_per_s": {k.removesuffix("_generate").replace("_generate_", " "): round(a.new / v, 1)
+                                for k, v in med.items() if "generate" in k},
     }
-    for k in ("prefill_ratio", "generate_ratio", "ours_decode_tokens_per_s", "hf_decode_tokens_per_s"):
-        print(f"{k}: {summary[k]}")
+    for k, v in summary.items():
+        if k not in ("config", "timings"):
+            print(f"{k}: {v}")
     if not a.no_record:
         record("vs_transformers", summary)
 

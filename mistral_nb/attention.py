@@ -147,13 +147,14 @@ class Attention(nn.Module):
         """x: (B, S, dim) -> (B, S, dim).
 
         Without a cache, ``mask`` is the (S, S) whole-sequence mask, or None to use the banded path.
-        With a cache (a ``LayerCache``), keys are the cached W slots followed by this chunk, and
-        ``mask`` is the (B, 1, S, W + S) chunk mask; the chunk's keys/values are then written to the cache.
+        With a cache (a ``LayerCache``), the chunk's keys/values are written to the cache and the keys
+        are the cached W slots followed by the chunk — or, for one token, the W slots alone, the token
+        already written into its slot — with ``mask`` the (B, 1, S, T) chunk mask.
         """
         B, S, _ = x.shape
         q, k, v = self.project(x, cos, sin)
         if cache is not None:
-            k, v = cache.extend(k, v)                             # (B, W + S, K, D): old slots + chunk
+            k, v = cache.extend(k, v)                             # (B, W + S, K, D), (B, W, K, D) if S = 1
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))          # (B, S, H, D) -> (B, H, S, D)
         if mask is None and cache is None and self.window is not None:
             out = banded_attention(q, k, v, self.window)

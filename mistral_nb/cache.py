@@ -65,7 +65,14 @@ class RollingBufferCache:
 
     # ---- one forward pass over a chunk: begin -> (each layer: extend) -> commit
     def begin(self, positions: torch.Tensor) -> torch.Tensor:
-        """Start a chunk at ``positions`` (B, C); returns key positions (B, W + C) for the mask."""
+        """Start a chunk at ``positions`` (B, C); returns the positions of the keys it attends to.
+
+        A chunk of C > 1 tokens attends to the W cached slots followed by itself: (B, W + C).
+        A single token (a decode step) is written into its slot first and attends to the W slots
+        alone: (B, W). The slot it overwrites held position p - W, which its window
+        (p - W < j <= p) excludes anyway — so nothing it needs is lost, no copy of the cache is
+        made, and every decode step has the same shapes.
+        """
         B, C = positions.shape
         if B != self.batch_size:
             raise ValueError(f"chunk has batch {B} but the cache was built for batch {self.batch_size}")
@@ -73,19 +80,30 @@ class RollingBufferCache:
             raise ValueError(f"chunk of {C} tokens is longer than the cache window {self.window}: "
                              "prefill in chunks of at most W tokens")
         self._pending = positions
-        return torch.cat([self.slot_pos, positions], dim=1)
+        if self.writes_first:
+            return self._slot_pos_after(positions)                              # (B, W)
+        return torch.cat([self.slot_pos, positions], dim=1)                     # (B, W + C)
+
+    @property
+    def writes_first(self) -> bool:
+        """True while a single-token chunk is in flight: it is written before attention reads the slots."""
+        return self._pending is not None and self._pending.shape[1] == 1
+
+    def _slot_pos_after(self, pos: torch.Tensor) -> torch.Tensor:
+        """``slot_pos`` once the chunk at ``pos`` (B, C) is written (padding, pos < 0, is not). (B, W)."""
+        slots = pos % self.window
+        return self.slot_pos.scatter(1, slots, torch.where(pos >= 0, pos, self.slot_pos.gather(1, slots)))
 
     def layer(self, index: int) -> "LayerCache":
         return LayerCache(self, index)
 
     def commit(self) -> None:
-        """Record the chunk's positions in the slots it was written to."""
+        """Record the chunk's positions in the slots it was written to (in place: the buffers keep
+        their addresses, as a CUDA graph of the decode step needs)."""
         pos = self._pending
         assert pos is not None, "commit() without begin()"
-        slots = pos % self.window
-        old = self.slot_pos.gather(1, slots)
-        self.slot_pos.scatter_(1, slots, torch.where(pos >= 0, pos, old))
-        self.next_pos = torch.maximum(self.next_pos, pos.max(dim=1).values + 1)
+        self.slot_pos.copy_(self._slot_pos_after(pos))
+        self.next_pos.copy_(torch.maximum(self.next_pos, pos.max(dim=1).values + 1))
         self._pending = None
 
     def _write(self, index: int, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -105,9 +123,13 @@ class LayerCache:
         self.cache, self.index = cache, index
 
     def extend(self, k: torch.Tensor, v: torch.Tensor):
-        """Keys/values to attend to — the cached W slots then the chunk, (B, W + C, K, D) — and
-        write the chunk into the cache."""
+        """Write the chunk's k, v (B, C, K, D) into the cache and return the keys/values it attends to:
+        the cached W slots then the chunk, (B, W + C, K, D) — or, for a single token, which is
+        written first, the W slots themselves, (B, W, K, D), without a copy."""
         c = self.cache
+        if c.writes_first:
+            c._write(self.index, k, v)
+            return c.k[self.index], c.v[self.index]
         k_all = torch.cat([c.k[self.index], k.to(c.k.dtype)], dim=1)
         v_all = torch.cat([c.v[self.index], v.to(c.v.dtype)], dim=1)
         c._write(self.index, k, v)

@@ -10,7 +10,7 @@ set of most likely tokens whose probability mass reaches p.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -48,6 +48,23 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1
     if top_p < 1.0:
         return sample_top_p(probs, top_p, generator)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+def compiled_decoder(model, mode: Optional[str] = None):
+    """``model`` under ``torch.compile`` for decode steps: one token per row, static shapes.
+
+    A decode step is a few hundred small operations around the weight products; compiled, they are
+    fused into a few kernels and Python's per-operation overhead disappears. Every step has the same
+    shapes — B tokens in, W cached keys (the rolling cache writes the new token first) — so the
+    step compiles once per batch size and never again. The compiled module is kept on the model
+    (outside its state_dict), so later ``generate`` calls reuse it. ``mode``: ``torch.compile``'s
+    mode; ``"reduce-overhead"`` records each step as a CUDA graph on a GPU (``generate`` then pins
+    the cache buffers' addresses).
+    """
+    compiled = model.__dict__.setdefault("_compiled_decoders", {})
+    if mode not in compiled:
+        compiled[mode] = torch.compile(model, mode=mode, dynamic=False, fullgraph=True)
+    return compiled[mode]
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0, device=None):
@@ -101,12 +118,15 @@ def _check_generate_args(model, prompts, max_new_tokens, temperature, top_p):
 @torch.inference_mode()
 def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, temperature: float = 0.0,
              top_p: float = 1.0, eos_id: Optional[int] = None, seed: Optional[int] = None,
-             chunk_size: Optional[int] = None, progress: Optional[bool] = None) -> List[List[int]]:
+             chunk_size: Optional[int] = None, progress: Optional[bool] = None,
+             compile: Union[bool, str] = False) -> List[List[int]]:
     """Continue each prompt (a list of token ids; lengths may differ) by up to ``max_new_tokens`` tokens.
 
     temperature 0 = greedy; otherwise sample, with nucleus ``top_p``. A row stops at ``eos_id`` (the
     eos token is not included). ``seed`` makes sampling reproducible. Returns the new tokens only.
     ``progress``: tqdm bar over decode steps (default: when max_new_tokens >= 256).
+    ``compile``: run decode steps through ``compiled_decoder`` (True, or a ``torch.compile`` mode such
+    as ``"reduce-overhead"``). The first call compiles (tens of seconds); the prefill stays eager.
     """
     prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts] \
         if isinstance(prompts, (list, tuple)) else prompts
@@ -119,6 +139,13 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
     window = model.args.sliding_window or (tokens.shape[1] + max_new_tokens)
     cache = RollingBufferCache.for_model(model, B, window=window)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    step_model = model
+    if compile:
+        mode = compile if isinstance(compile, str) else None
+        step_model = compiled_decoder(model, mode)
+        if mode == "reduce-overhead":   # a CUDA graph may write into these only at fixed addresses
+            for buf in (cache.k, cache.v, cache.slot_pos, cache.next_pos):
+                torch._dynamo.mark_static_address(buf)
 
     logits = prefill(model, tokens, positions, cache, chunk_size)                 # (B, V)
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
@@ -137,7 +164,7 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
             if (step + 1) % EOS_CHECK_EVERY == 0 and bool(done.all()):
                 break
         if step + 1 < max_new_tokens:
-            logits = model(next_tok[:, None], cache=cache, check=False)[:, -1]     # (B, V)
+            logits = step_model(next_tok[:, None], cache=cache, check=False)[:, -1]  # (B, V)
     result = []
     for row in out[:, :n].tolist():
         if eos_id is not None and eos_id in row:

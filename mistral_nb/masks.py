@@ -81,21 +81,27 @@ def sliding_window_mask(seq_len: int, window: Optional[int], device=None) -> tor
     return mask_matrix(mistral_mask(window), pos)
 
 
-def chunk_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: Optional[int]) -> torch.Tensor:
-    """Mask of a chunk attending to the rolling cache plus itself.
+def chunk_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: Optional[int],
+               chunk_in_keys: bool = True) -> torch.Tensor:
+    """Mask of a chunk attending to the rolling cache (plus itself).
 
     q_pos: (B, C) absolute positions of the chunk's tokens (negative = left padding).
-    k_pos: (B, T) positions of the keys: the cache slots (negative = empty) followed by the chunk.
-    Returns (B, 1, C, T) bool. A padding query has no valid key; it is allowed to attend to its own
-    slot (the last C keys are the chunk itself) so that softmax stays finite; its output is unused.
+    k_pos: (B, T) positions of the keys: the cache slots (negative = empty) followed by the chunk, or
+    — ``chunk_in_keys=False``, a decode step that wrote itself into the cache first — the slots alone.
+    Returns (B, 1, C, T) bool. A padding query has no valid key; so that softmax stays finite it may
+    attend to its own key (the last C keys are the chunk itself) or, without the chunk among the
+    keys, to every slot. Its output is unused.
     """
     fn = and_masks(valid_key, mistral_mask(window))
     allowed = mask_matrix(fn, q_pos, k_pos)                                    # (B, C, T)
-    C, T = q_pos.shape[-1], k_pos.shape[-1]
-    is_self = torch.zeros(C, T, dtype=torch.bool, device=q_pos.device)
-    is_self[:, T - C:] = torch.eye(C, dtype=torch.bool, device=q_pos.device)
     pad_query = (q_pos < 0)[..., :, None]                                      # (B, C, 1)
-    allowed = allowed | (pad_query & is_self)
+    if chunk_in_keys:
+        C, T = q_pos.shape[-1], k_pos.shape[-1]
+        is_self = torch.zeros(C, T, dtype=torch.bool, device=q_pos.device)
+        is_self[:, T - C:] = torch.eye(C, dtype=torch.bool, device=q_pos.device)
+        allowed = allowed | (pad_query & is_self)
+    else:
+        allowed = allowed | pad_query
     return allowed[:, None]                                                    # (B, 1, C, T)
 
 

@@ -116,8 +116,9 @@ class Transformer(nn.Module):
             if positions.shape != tokens.shape:
                 raise ValueError(f"positions {tuple(positions.shape)} must match tokens {tuple(tokens.shape)}")
             cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)  # (B, S, D/2)
-            key_pos = cache.begin(positions)                              # (B, W + S)
-            mask = additive_mask(chunk_mask(positions, key_pos, self.args.sliding_window), h.dtype)  # (B, 1, S, W+S)
+            key_pos = cache.begin(positions)                              # (B, W + S); (B, W) if S = 1
+            mask = additive_mask(chunk_mask(positions, key_pos, self.args.sliding_window,
+                                            chunk_in_keys=not cache.writes_first), h.dtype)  # (B, 1, S, T)
             for i, layer in enumerate(self.layers):
                 h = layer(h, cos, sin, mask, cache.layer(i))
             cache.commit()

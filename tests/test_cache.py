@@ -69,6 +69,46 @@ def test_left_padded_batch_equals_each_prompt_alone(model):
         assert rel_err(batched[r], alone) < 1e-5
 
 
+def test_decode_step_writes_first_and_attends_to_the_w_slots_in_place(model):
+    """A single token is written into its slot before attention: keys are the W slots themselves
+    (no concatenated copy), and every buffer keeps its address (what a CUDA graph needs)."""
+    torch.manual_seed(3)
+    tokens = torch.randint(0, 300, (2, 3 * WINDOW))
+    cache = RollingBufferCache.for_model(model, batch_size=2)
+    with torch.no_grad():
+        full = model(tokens)
+    seen = []                                                             # the mask shape layer 0 gets
+    hook = model.layers[0].attention.register_forward_pre_hook(lambda mod, a: seen.append(tuple(a[3].shape)))
+    addresses = [t.data_ptr() for t in (cache.k, cache.v, cache.slot_pos, cache.next_pos)]
+    with torch.no_grad():
+        model(tokens[:, :WINDOW], cache=cache)                             # prefill: W + W keys
+        steps = [model(tokens[:, i:i + 1], cache=cache) for i in range(WINDOW, 3 * WINDOW)]
+    hook.remove()
+    assert seen[0] == (2, 1, WINDOW, 2 * WINDOW)
+    assert set(seen[1:]) == {(2, 1, 1, WINDOW)}                            # decode: the W slots only
+    assert [t.data_ptr() for t in (cache.k, cache.v, cache.slot_pos, cache.next_pos)] == addresses
+    assert rel_err(torch.cat(steps, dim=1), full[:, WINDOW:]) < 1e-5
+    assert cache.next_pos.tolist() == [3 * WINDOW] * 2
+
+
+def test_one_token_chunks_over_left_padding(model):
+    """Chunks of one token over a left-padded batch: padding is neither written nor attended to,
+    and a padding query (which has no valid key) still gets finite logits."""
+    torch.manual_seed(4)
+    prompts = [torch.randint(0, 300, (n,)).tolist() for n in (2, WINDOW + 3)]
+    tokens, positions = left_pad(prompts)
+    cache = RollingBufferCache.for_model(model, batch_size=2)
+    with torch.no_grad():
+        first = model(tokens[:, :1], cache=cache, positions=positions[:, :1])   # row 0 is padding here
+        assert torch.isfinite(first).all()
+        last = prefill(model, tokens[:, 1:], positions[:, 1:], cache, chunk_size=1)
+    assert (cache.slot_pos[0] >= 0).sum() == 2                              # only the 2 real tokens
+    for r, p in enumerate(prompts):
+        with torch.no_grad():
+            alone = model(torch.tensor([p]))[0, -1]
+        assert rel_err(last[r], alone) < 1e-5
+
+
 def test_kv_cache_bytes_7b():
     args = ModelArgs.mistral_7b()
     per_token = kv_cache_bytes(args, 1)

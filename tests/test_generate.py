@@ -110,3 +110,31 @@ def test_top_p_keep_rule():
     assert top_p_keep(sorted_probs, 0.7).tolist() == [True, True, False, False]
     assert top_p_keep(sorted_probs, 0.85).tolist() == [True, True, True, False]  # mass before 0.15 is 0.8
     assert top_p_keep(sorted_probs, 1e-9).tolist() == [True, False, False, False]
+
+
+def test_compiled_decode_equals_eager_and_compiles_once(model):
+    """generate(compile=True) runs decode steps through torch.compile: same tokens as eager, one
+    compilation reused by later calls (static shapes), nothing added to the state_dict."""
+    from torch._dynamo.utils import counters
+    from mistral_nb.generate import compiled_decoder
+    torch.manual_seed(5)
+    prompts = [torch.randint(3, 300, (n,)).tolist() for n in (3, WINDOW + 2)]
+    eager = generate(model, prompts, max_new_tokens=3 * WINDOW)
+    keys = set(model.state_dict())
+    counters.clear()
+    assert generate(model, prompts, max_new_tokens=3 * WINDOW, compile=True) == eager
+    frames = counters["stats"]["unique_graphs"]
+    assert frames >= 1
+    assert generate(model, prompts, max_new_tokens=3 * WINDOW, compile=True) == eager
+    assert counters["stats"]["unique_graphs"] == frames                     # no recompilation
+    assert compiled_decoder(model) is compiled_decoder(model)
+    assert set(model.state_dict()) == keys
+    # weights are inputs of the compiled step, not frozen constants: a change is seen
+    with torch.no_grad():
+        model.output.weight.mul_(-1)
+    try:
+        assert generate(model, prompts, max_new_tokens=WINDOW, compile=True) == \
+            generate(model, prompts, max_new_tokens=WINDOW)
+    finally:
+        with torch.no_grad():
+            model.output.weight.mul_(-1)

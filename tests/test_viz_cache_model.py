@@ -85,6 +85,24 @@ def test_chunk_mask_draws_allowed_keys_and_the_cache_chunk_divider():
     assert ax.get_legend() is not None and ax.get_title() == "chunk 2"
 
 
+def test_decode_step_mask_has_no_divider_and_marks_the_slot_just_written():
+    """A decode step writes itself into its slot first: every key is a slot, its own among them."""
+    from mistral_nb import RollingBufferCache
+    cache = RollingBufferCache(n_layers=1, batch_size=1, window=4, n_kv_heads=1, head_dim=2)
+    for p in range(10):
+        cache.begin(torch.tensor([[p]]))
+        cache.commit()
+    q = torch.tensor([[10]])
+    key_pos = cache.begin(q)                                        # slots after the write: 8, 9, 10, 7
+    mask = chunk_mask(q, key_pos, window=4, chunk_in_keys=not cache.writes_first)[0, 0]
+    ax = viz.plot_chunk_mask(mask, q[0], key_pos[0])
+    assert key_pos[0].tolist() == [8, 9, 10, 7] and len(ax.lines) == 0
+    assert texts(ax) == ["8", "9", "10", "7"]
+    colors = [c.get_facecolor() for c in cells(ax)]
+    assert colors[2] != colors[0] and colors[0] == colors[1] == colors[3]   # the new key stands out
+    assert "chunk" not in ax.get_xlabel()
+
+
 def test_chunk_mask_marks_empty_slots_and_checks_shapes():
     positions = torch.arange(0, 2)[None]
     key_pos = torch.cat([torch.full((1, 4), -1), positions], dim=1)

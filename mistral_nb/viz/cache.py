@@ -71,11 +71,14 @@ def _cell(x, y, color):
 
 def plot_chunk_mask(mask, q_pos, k_pos, ax=None, title: str = "", n_cache: Optional[int] = None,
                     legend: bool = False):
-    """Draw the mask of a chunk attending to the cache plus itself.
+    """Draw the mask of a chunk attending to the cache (plus itself).
 
     mask: (C, T) bool (one batch row and head of ``chunk_mask``); q_pos: (C,) query positions;
-    k_pos: (T,) key positions — the ``n_cache`` cache slots (default T - C; -1 = empty) then the chunk.
-    Allowed cells are coloured and labelled with the key position; a line separates cache and chunk.
+    k_pos: (T,) key positions — the ``n_cache`` cache slots (-1 = empty) then the chunk. By default
+    the last C keys are the chunk when their positions are the queries' (``cache.begin`` of a chunk),
+    and otherwise every key is a slot (a decode step, written into its slot first).
+    Allowed cells are coloured and labelled with the key position — keys of this chunk in their own
+    colour, wherever they sit — and a line separates cache and chunk.
     ``legend`` adds a colour key to the right of the axes.
     """
     m = _as_int_array(mask).astype(bool)
@@ -83,26 +86,30 @@ def plot_chunk_mask(mask, q_pos, k_pos, ax=None, title: str = "", n_cache: Optio
     C, T = m.shape
     if (len(q), len(k)) != (C, T):
         raise ValueError(f"mask {m.shape} does not match {len(q)} query and {len(k)} key positions")
-    n_cache = T - C if n_cache is None else n_cache
+    if n_cache is None:
+        n_cache = T - C if T > C and list(k[T - C:]) == list(q) else T
+    ours = set(q.tolist())
     ax = new_axes(ax, figsize=(0.55 * T + 1.5, 0.55 * C + 1.6))
     for i in range(C):
         for j in range(T):
-            color = _KEPT if (m[i, j] and j < n_cache) else _NEW if m[i, j] else (_EMPTY if k[j] < 0 else _OFF)
+            new = j >= n_cache or k[j] in ours
+            color = (_NEW if new else _KEPT) if m[i, j] else (_EMPTY if k[j] < 0 else _OFF)
             ax.add_patch(_cell(j, i, color))
             if m[i, j]:
                 ax.text(j, i, str(k[j]), ha="center", va="center", fontsize=8)
-    ax.axvline(n_cache - 0.5, color="black", linewidth=1.5)
+    if n_cache < T:
+        ax.axvline(n_cache - 0.5, color="black", linewidth=1.5)
     ax.set_xlim(-0.5, T - 0.5)
     ax.set_ylim(C - 0.5, -0.5)
     ax.set_xticks(range(T), [("–" if p < 0 else str(p)) for p in k], fontsize=8)
     ax.set_yticks(range(C), [str(p) for p in q], fontsize=8)
-    ax.set_xlabel("key position  [cache slots | chunk]")
+    ax.set_xlabel("key position  [cache slots | chunk]" if n_cache < T else "key position  [cache slots]")
     ax.set_ylabel("query position")
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     if legend:
-        ax.legend(handles=[Patch(color=_KEPT, label="cached key, visible"), Patch(color=_NEW, label="chunk key, visible"),
+        ax.legend(handles=[Patch(color=_KEPT, label="cached key, visible"), Patch(color=_NEW, label="this chunk's key, visible"),
                            Patch(facecolor=_OFF, edgecolor="#bbbbbb", label="masked"),
                            Patch(facecolor=_EMPTY, edgecolor="#bbbbbb", label="empty slot")],
                   loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)

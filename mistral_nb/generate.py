@@ -58,8 +58,8 @@ def compiled_decoder(model, mode: Optional[str] = None):
     shapes — B tokens in, W cached keys (the rolling cache writes the new token first) — so the
     step compiles once per batch size and never again. The compiled module is kept on the model
     (outside its state_dict), so later ``generate`` calls reuse it. ``mode``: ``torch.compile``'s
-    mode; ``"reduce-overhead"`` records each step as a CUDA graph on a GPU (``generate`` then pins
-    the cache buffers' addresses).
+    mode; ``"reduce-overhead"`` records each step as a CUDA graph on a GPU (``generate`` then marks
+    the cache buffers as static inputs; that path has not yet been run on a GPU in this project).
     """
     compiled = model.__dict__.setdefault("_compiled_decoders", {})
     if mode not in compiled:

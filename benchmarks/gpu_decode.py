@@ -6,8 +6,9 @@
 3. one attention call at S = 16,384, W = 4,096 (32 query heads, 8 KV heads, head_dim 128), banded vs
    dense masked, and a whole 16k-token forward of the model with each path.
 
-Random weights give the same work as the real ones (only the values differ). Times use CUDA events
-around synchronised calls; medians of ``--repeats``.
+Random weights give the same work as the real ones (only the values differ). Times are wall times
+of calls synchronised with the GPU before and after (``common.timed``); medians of ``--repeats``
+interleaved runs after one warm-up.
 
     python benchmarks/gpu_decode.py                       # on a CUDA machine: records results/gpu_decode.json
     python benchmarks/gpu_decode.py --tiny --device cpu --no-compile --no-record   # smoke test of the script
@@ -16,44 +17,32 @@ around synchronised calls; medians of ``--repeats``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import record  # noqa: E402
+from common import interleaved_medians, record, timed  # noqa: E402
 
 import mistral_nb.model as model_module  # noqa: E402
 from mistral_nb import ModelArgs, Transformer, generate  # noqa: E402
+from mistral_nb.weights import empty_model  # noqa: E402
 from mistral_nb.attention import additive_mask, attention_sdpa, banded_attention  # noqa: E402
 from mistral_nb.cache import kv_cache_bytes  # noqa: E402
 from mistral_nb.masks import sliding_window_mask  # noqa: E402
 from mistral_nb.model import weights_read_per_token  # noqa: E402
 
 
-def seconds(fn, device, repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` synchronised calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def medians(fns: dict, device, repeats: int) -> dict:
+    """{name: median seconds} of interleaved, GPU-synchronised runs (one warm-up call each)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return {name: r["median_s"] for name, r in interleaved_medians(fns, repeats, sync=sync).items()}
 
 
 def random_model(args: ModelArgs, device, dtype) -> Transformer:
     """A model with random weights built straight on ``device`` (meta first: no CPU copy)."""
-    with torch.device("meta"):
-        model = Transformer(args).to(dtype)
-    model = model.to_empty(device=device).eval()
+    model = empty_model(args).to(dtype).to_empty(device=device).eval()
     g = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -67,7 +56,8 @@ def random_model(args: ModelArgs, device, dtype) -> Transformer:
 def copy_gb_per_s(device, nbytes: int) -> float:
     x = torch.empty(nbytes, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
-    best = min(seconds(lambda: y.copy_(x), device, 1) for _ in range(10))
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    best = min(timed(lambda: y.copy_(x), sync) for _ in range(10))
     return 2 * nbytes / best / 1e9                                            # read + write
 
 
@@ -101,9 +91,9 @@ def main() -> None:
     for name, compile in variants.items():
         if compile:
             generate(model, prompt, max_new_tokens=4, compile=compile)      # compiles (not timed)
-        long = seconds(lambda: generate(model, prompt, max_new_tokens=a.new + 1, compile=compile), device, a.repeats)
-        short = seconds(lambda: generate(model, prompt, max_new_tokens=1, compile=compile), device, a.repeats)
-        tps = a.new / (long - short)
+        t = medians({"long": lambda: generate(model, prompt, max_new_tokens=a.new + 1, compile=compile),
+                     "short": lambda: generate(model, prompt, max_new_tokens=1, compile=compile)}, device, a.repeats)
+        tps = a.new / (t["long"] - t["short"])
         kv = kv_cache_bytes(args, a.prompt + a.new // 2)                    # the cache a middle token attends to
         read = weights_read_per_token(args, 2) + kv
         decode[name] = {"tokens_per_s": round(tps, 1), "bytes_per_token": read,
@@ -120,8 +110,9 @@ def main() -> None:
         dense_out, banded_out = attention_sdpa(q, k, v, bias), banded_attention(q, k, v, W)
         err = ((dense_out.float() - banded_out.float()).norm() / dense_out.float().norm()).item()
         assert err < 1e-2, f"banded differs from dense at S={seq}: relative error {err:.2e} (bf16)"
-        t_dense = seconds(lambda: attention_sdpa(q, k, v, bias), device, a.repeats)
-        t_banded = seconds(lambda: banded_attention(q, k, v, W), device, a.repeats)
+        t = medians({"dense": lambda: attention_sdpa(q, k, v, bias),
+                     "banded": lambda: banded_attention(q, k, v, W)}, device, a.repeats)
+        t_dense, t_banded = t["dense"], t["banded"]
     out["attention"] = {"seq_len": seq, "window": W, "dense_s": t_dense, "banded_s": t_banded,
                         "speedup": round(t_dense / t_banded, 2)}
     print(f"attention S={seq}, W={W}: dense {t_dense * 1e3:.1f} ms, banded {t_banded * 1e3:.1f} ms, "
@@ -131,10 +122,10 @@ def main() -> None:
     tokens = torch.randint(3, args.vocab_size, (1, seq), device=device)
     use_banded = model_module.use_banded
     with torch.inference_mode():
-        t_banded = seconds(lambda: model(tokens, last_only=True), device, a.repeats)
+        t_banded = medians({"banded": lambda: model(tokens, last_only=True)}, device, a.repeats)["banded"]
         model_module.use_banded = lambda S, window: False                  # force the dense masked path
         try:
-            t_dense = seconds(lambda: model(tokens, last_only=True), device, a.repeats)
+            t_dense = medians({"dense": lambda: model(tokens, last_only=True)}, device, a.repeats)["dense"]
         finally:
             model_module.use_banded = use_banded
     out["prefill"] = {"seq_len": seq, "dense_s": t_dense, "banded_s": t_banded, "speedup": round(t_dense / t_banded, 2)}

@@ -36,6 +36,7 @@ class RollingBufferCache:
         self.slot_pos = torch.full((batch_size, window), -1, dtype=torch.long, device=device)
         self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=device)
         self._pending: Optional[torch.Tensor] = None   # positions of the chunk being processed
+        self._slot_pos_next: Optional[torch.Tensor] = None   # slot_pos once that chunk is written
 
     @classmethod
     def for_model(cls, model, batch_size: int, window: Optional[int] = None) -> "RollingBufferCache":
@@ -80,19 +81,17 @@ class RollingBufferCache:
             raise ValueError(f"chunk of {C} tokens is longer than the cache window {self.window}: "
                              "prefill in chunks of at most W tokens")
         self._pending = positions
+        slots = positions % self.window
+        written = torch.where(positions >= 0, positions, self.slot_pos.gather(1, slots))   # padding: keep old
+        self._slot_pos_next = self.slot_pos.scatter(1, slots, written)         # (B, W) once the chunk is written
         if self.writes_first:
-            return self._slot_pos_after(positions)                              # (B, W)
+            return self._slot_pos_next                                          # (B, W)
         return torch.cat([self.slot_pos, positions], dim=1)                     # (B, W + C)
 
     @property
     def writes_first(self) -> bool:
         """True while a single-token chunk is in flight: it is written before attention reads the slots."""
         return self._pending is not None and self._pending.shape[1] == 1
-
-    def _slot_pos_after(self, pos: torch.Tensor) -> torch.Tensor:
-        """``slot_pos`` once the chunk at ``pos`` (B, C) is written (padding, pos < 0, is not). (B, W)."""
-        slots = pos % self.window
-        return self.slot_pos.scatter(1, slots, torch.where(pos >= 0, pos, self.slot_pos.gather(1, slots)))
 
     def layer(self, index: int) -> "LayerCache":
         return LayerCache(self, index)
@@ -102,9 +101,9 @@ class RollingBufferCache:
         their addresses, as a CUDA graph of the decode step needs)."""
         pos = self._pending
         assert pos is not None, "commit() without begin()"
-        self.slot_pos.copy_(self._slot_pos_after(pos))
+        self.slot_pos.copy_(self._slot_pos_next)
         self.next_pos.copy_(torch.maximum(self.next_pos, pos.max(dim=1).values + 1))
-        self._pending = None
+        self._pending = self._slot_pos_next = None
 
     def _write(self, index: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write a chunk's k, v (B, C, K, D) into slots pos mod W of layer ``index`` (padding skipped)."""

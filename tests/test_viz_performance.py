@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -14,9 +13,10 @@ import pytest  # noqa: E402
 
 from mistral_nb import viz  # noqa: E402
 from mistral_nb.attention import banded_pairs  # noqa: E402
+from mistral_nb.results import load_recorded  # noqa: E402
 from mistral_nb.viz.performance import SPEED_ROWS  # noqa: E402
 
-RESULTS = Path(__file__).parent.parent / "benchmarks" / "results"
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def close_figures():
 
 
 def recorded(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())
+    return load_recorded(f"benchmarks/results/{name}.json", start=ROOT)
 
 
 def test_speed_ratios_draw_one_bar_per_recorded_ratio():

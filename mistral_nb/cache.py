@@ -18,6 +18,13 @@ import torch
 from .config import ModelArgs
 
 
+def _check_sizes(**sizes) -> None:
+    """ValueError naming the first size that is not an int > 0."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"cache {name} must be an int > 0, got {value!r}")
+
+
 class RollingBufferCache:
     """Keys and values of the last ``window`` positions, for every layer and batch row.
 
@@ -27,8 +34,7 @@ class RollingBufferCache:
 
     def __init__(self, n_layers: int, batch_size: int, window: int, n_kv_heads: int, head_dim: int,
                  device=None, dtype: torch.dtype = torch.float32):
-        if window <= 0:
-            raise ValueError(f"cache window must be > 0, got {window}")
+        _check_sizes(n_layers=n_layers, batch_size=batch_size, window=window, n_kv_heads=n_kv_heads, head_dim=head_dim)
         self.window = window
         shape = (n_layers, batch_size, window, n_kv_heads, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
@@ -45,7 +51,7 @@ class RollingBufferCache:
         A model without a sliding window needs ``window`` = the longest sequence you will run.
         """
         args: ModelArgs = model.args
-        window = window or args.sliding_window
+        window = args.sliding_window if window is None else window
         if window is None:
             raise ValueError("model has no sliding_window: pass window= (max sequence length) to the cache")
         p = next(model.parameters())
@@ -63,6 +69,41 @@ class RollingBufferCache:
     def default_positions(self, chunk_len: int) -> torch.Tensor:
         """Positions for a chunk that continues every row: next_pos[:, None] + arange(C). (B, C)."""
         return self.next_pos[:, None] + torch.arange(chunk_len, device=self.next_pos.device)
+
+    def check_chunk(self, args: ModelArgs, tokens: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                    check_capacity: bool = True) -> None:
+        """Raise ValueError / TypeError if a chunk of ``tokens`` (B, C) at ``positions`` (B, C) or None
+        cannot run against this cache for a model with ``args``: another batch size, layer count, head
+        shape or device, positions that are not integers of the tokens' shape — and, with
+        ``check_capacity`` (reads the positions back to the host), a cache smaller than the model's
+        window asked to hold positions beyond its size, which would overwrite keys still in view."""
+        B = tokens.shape[0]
+        if B != self.batch_size:
+            raise ValueError(f"the cache was built for batch size {self.batch_size}, but the tokens have "
+                             f"batch size {B}: build one with RollingBufferCache.for_model(model, {B})")
+        built, needed = tuple(self.k.shape[i] for i in (0, 3, 4)), (args.n_layers, args.n_kv_heads, args.head_dim)
+        if built != needed:
+            raise ValueError(f"the cache was built for (n_layers, n_kv_heads, head_dim) = {built}, but the "
+                             f"model has {needed}: build it with RollingBufferCache.for_model(model, ...)")
+        if self.k.device != tokens.device:
+            raise ValueError(f"the cache is on {self.k.device} but the tokens are on {tokens.device}")
+        if positions is None:
+            if not check_capacity:
+                return                      # the default positions continue each row: nothing else to check
+            positions = self.default_positions(tokens.shape[1])
+        elif not isinstance(positions, torch.Tensor) or positions.dtype not in (torch.long, torch.int32):
+            got = str(positions.dtype) if isinstance(positions, torch.Tensor) else type(positions).__name__
+            raise TypeError(f"positions must be an integer (torch.long) tensor of absolute positions, got {got}")
+        if positions.shape != tokens.shape:
+            raise ValueError(f"positions {tuple(positions.shape)} must match tokens {tuple(tokens.shape)}")
+        if positions.device != tokens.device:
+            raise ValueError(f"positions are on {positions.device} but the tokens are on {tokens.device}")
+        window = args.sliding_window
+        if check_capacity and (window is None or self.window < window) and int(positions.max()) >= self.window:
+            raise ValueError(f"position {int(positions.max())} does not fit a cache of {self.window} slots for a "
+                             f"model whose window is {window or 'unbounded'}: it would overwrite keys that are "
+                             "still in view. Build the cache with window >= the model's sliding window (or, "
+                             "without one, >= the sequence length)")
 
     # ---- one forward pass over a chunk: begin -> (each layer: extend) -> commit
     def begin(self, positions: torch.Tensor) -> torch.Tensor:

@@ -3,20 +3,46 @@
 Mistral publishes its checkpoints with a ``params.json``; Hugging Face ships the same model with a
 ``config.json`` that uses other names (and other defaults: its ``rms_norm_eps`` defaults to 1e-6,
 while Mistral 7B v0.1 uses 1e-5; v0.1's ``params.json`` has no ``rope_theta``, which means 10000).
-Both readers end in the same validated ``ModelArgs``.
+Both readers end in the same validated ``ModelArgs``. They refuse, naming the field, what this
+model does not implement (``rope_scaling``, an activation other than SiLU, tied embeddings, another
+``model_type``) instead of ignoring it, and never replace a given value (``num_key_value_heads: 0``
+is an error, not "the default").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .files import parse_json, read_regular_file
+
+MAX_CONFIG_BYTES = 1_000_000      # a real config.json / params.json is about 1 KB
+
 
 class ConfigError(ValueError):
-    """A configuration value is missing, of the wrong type, or inconsistent with another one."""
+    """A configuration value is missing, of the wrong type, or inconsistent with another one.
+
+    ``field``: the ModelArgs field concerned, when there is one (the readers translate it into the
+    file's own key, e.g. ``n_kv_heads`` -> ``num_key_value_heads``).
+    """
+
+    def __init__(self, message: str, field: Optional[str] = None):
+        super().__init__(message)
+        self.field = field
+
+
+INT_FIELDS = ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size")
+
+
+def check_int_field(name: str, value: Any) -> None:
+    """Raise ConfigError unless ``value`` is an int > 0 (not a bool, not a float such as 32.0)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"ModelArgs.{name} must be an int, got {value!r} ({type(value).__name__})", name)
+    if value <= 0:
+        raise ConfigError(f"ModelArgs.{name} must be > 0, got {value}", name)
 
 
 @dataclass
@@ -68,27 +94,29 @@ class ModelArgs:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise ConfigError naming the field if a value is impossible."""
-        for name in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads", "vocab_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"ModelArgs.{name} must be an int, got {value!r} ({type(value).__name__})")
-            if value <= 0:
-                raise ConfigError(f"ModelArgs.{name} must be > 0, got {value}")
+        """Raise ConfigError naming the field if a value is impossible or degenerate."""
+        for name in INT_FIELDS:
+            check_int_field(name, getattr(self, name))
         if self.head_dim % 2 != 0:
-            raise ConfigError(f"ModelArgs.head_dim must be even for RoPE (it rotates pairs), got {self.head_dim}")
+            raise ConfigError(f"ModelArgs.head_dim must be even for RoPE (it rotates pairs), got {self.head_dim}",
+                              "head_dim")
         if self.n_heads % self.n_kv_heads != 0:
             raise ConfigError(
                 f"ModelArgs.n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads}): "
-                "each key/value head serves a whole group of query heads")
-        for name in ("norm_eps", "rope_theta"):
+                "each key/value head serves a whole group of query heads", "n_kv_heads")
+        # norm_eps only guards a division: 1e300 would swamp every activation. rope_theta is the base of
+        # the frequencies theta^(-2i/d): at or below 1 they no longer decrease along the head.
+        for name, low, high, rule in (("norm_eps", 0.0, 1.0, "in (0, 1)"),
+                                      ("rope_theta", 1.0, math.inf, "a finite number > 1")):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"ModelArgs.{name} must be a positive number, got {value!r}")
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or not low < value < high):
+                raise ConfigError(f"ModelArgs.{name} must be {rule}, got {value!r}", name)
         if self.sliding_window is not None:
             w = self.sliding_window
             if isinstance(w, bool) or not isinstance(w, int) or w <= 0:
-                raise ConfigError(f"ModelArgs.sliding_window must be a positive int or None, got {w!r}")
+                raise ConfigError(f"ModelArgs.sliding_window must be a positive int or None, got {w!r}",
+                                  "sliding_window")
 
     @property
     def n_rep(self) -> int:
@@ -107,19 +135,21 @@ class ModelArgs:
     def from_params_json(cls, path: str | Path) -> "ModelArgs":
         """Read Mistral's ``params.json`` (consolidated layout)."""
         raw = _read_json(path)
+        _refuse_unsupported(raw, PARAMS_UNSUPPORTED, path)
         try:
+            _require(raw, ("dim", "n_layers", "hidden_dim", "n_heads", "vocab_size"))
             return cls(
-                dim=raw["dim"], n_layers=raw["n_layers"], head_dim=raw.get("head_dim", _div(raw, "dim", "n_heads", path)),
-                hidden_dim=raw["hidden_dim"], n_heads=raw["n_heads"], n_kv_heads=raw.get("n_kv_heads", raw["n_heads"]),
-                vocab_size=raw["vocab_size"], norm_eps=raw.get("norm_eps", 1e-5),
+                dim=raw["dim"], n_layers=raw["n_layers"],
+                head_dim=_given(raw, "head_dim", lambda: _head_dim(raw, "dim", "n_heads")),
+                hidden_dim=raw["hidden_dim"], n_heads=raw["n_heads"],
+                n_kv_heads=_given(raw, "n_kv_heads", lambda: raw["n_heads"]),
+                vocab_size=raw["vocab_size"], norm_eps=_given(raw, "norm_eps", lambda: 1e-5),
                 # v0.1's params.json has no rope_theta: Mistral's reference code then uses 10000.
-                rope_theta=raw.get("rope_theta", 10000.0),
+                rope_theta=_given(raw, "rope_theta", lambda: 10000.0),
                 sliding_window=raw.get("sliding_window"),
             )
-        except KeyError as e:
-            raise ConfigError(f"{path}: params.json has no field {e.args[0]!r}") from None
         except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{path}: {_with_key(e, PARAMS_KEYS, 'params.json')}", e.field) from None
 
     @classmethod
     def from_hf_config(cls, path_or_dict: str | Path | dict) -> "ModelArgs":
@@ -128,24 +158,26 @@ class ModelArgs:
             raw, where = path_or_dict, "config"
         else:
             raw, where = _read_json(path_or_dict), str(path_or_dict)
+        _refuse_unsupported(raw, HF_UNSUPPORTED, where)
         theta = raw.get("rope_theta")
         if theta is None and isinstance(raw.get("rope_parameters"), dict):
             theta = raw["rope_parameters"].get("rope_theta")
         try:
+            _require(raw, ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
+                           "vocab_size"))
             n_heads = raw["num_attention_heads"]
-            head_dim = raw.get("head_dim") or _div(raw, "hidden_size", "num_attention_heads", where)
             return cls(
-                dim=raw["hidden_size"], n_layers=raw["num_hidden_layers"], head_dim=head_dim,
+                dim=raw["hidden_size"], n_layers=raw["num_hidden_layers"],
+                head_dim=_given(raw, "head_dim", lambda: _head_dim(raw, "hidden_size", "num_attention_heads")),
                 hidden_dim=raw["intermediate_size"], n_heads=n_heads,
-                n_kv_heads=raw.get("num_key_value_heads") or n_heads, vocab_size=raw["vocab_size"],
+                n_kv_heads=_given(raw, "num_key_value_heads", lambda: n_heads), vocab_size=raw["vocab_size"],
                 # Hugging Face's MistralConfig defaults rms_norm_eps to 1e-6; its config.json always writes it.
-                norm_eps=raw.get("rms_norm_eps", 1e-6), rope_theta=theta if theta is not None else 10000.0,
+                norm_eps=_given(raw, "rms_norm_eps", lambda: 1e-6),
+                rope_theta=theta if theta is not None else 10000.0,
                 sliding_window=raw.get("sliding_window"),
             )
-        except KeyError as e:
-            raise ConfigError(f"{where}: config.json has no field {e.args[0]!r}") from None
         except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
+            raise ConfigError(f"{where}: {_with_key(e, HF_KEYS, 'config.json')}", e.field) from None
 
     def to_params_json(self) -> dict:
         """The ``params.json`` dictionary Mistral's layout uses."""
@@ -165,21 +197,87 @@ class ModelArgs:
                 "bos_token_id": 1, "eos_token_id": 2, "max_position_embeddings": 32768}
 
 
+# ModelArgs field -> the key each file format uses for it
+PARAMS_KEYS = {f: f for f in INT_FIELDS + ("norm_eps", "rope_theta", "sliding_window")}
+HF_KEYS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "head_dim": "head_dim",
+           "hidden_dim": "intermediate_size", "n_heads": "num_attention_heads",
+           "n_kv_heads": "num_key_value_heads", "vocab_size": "vocab_size", "norm_eps": "rms_norm_eps",
+           "rope_theta": "rope_theta", "sliding_window": "sliding_window"}
+
+
+def _hf_rope_type(raw: dict):
+    """rope_scaling / rope_parameters of another type than plain RoPE (transformers 4 / 5 spelling)."""
+    scaling = raw.get("rope_scaling")
+    if scaling is not None:
+        return scaling
+    params = raw.get("rope_parameters")
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        return params
+    kind = params.get("rope_type", "default")
+    return None if kind == "default" else kind
+
+
+# key -> (is it unsupported?, why). Fields that are absent (or null) are always fine.
+HF_UNSUPPORTED = {
+    "model_type": (lambda v: v != "mistral", "this package implements model_type 'mistral' only"),
+    "architectures": (lambda v: not isinstance(v, list) or "MistralForCausalLM" not in v,
+                      "this package implements MistralForCausalLM only"),
+    "hidden_act": (lambda v: v not in ("silu", "swish"), "the feed-forward here is SwiGLU, with SiLU"),
+    "tie_word_embeddings": (lambda v: v is not False,
+                            "the output head here is its own matrix, not the embedding table"),
+    "rope_scaling": (lambda v: True, "RoPE scaling is not implemented (plain RoPE only)"),
+    "rope_parameters": (lambda v: _hf_rope_type({"rope_parameters": v}) is not None,
+                        "only rope_type 'default' (plain RoPE) is implemented"),
+}
+PARAMS_UNSUPPORTED = {
+    "moe": (lambda v: bool(v), "mixture-of-experts layers are not implemented"),
+    "vision_encoder": (lambda v: bool(v), "a vision encoder is not implemented"),
+    "rope_scaling": (lambda v: bool(v), "RoPE scaling is not implemented (plain RoPE only)"),
+    "yarn": (lambda v: bool(v), "RoPE scaling (YaRN) is not implemented (plain RoPE only)"),
+    "tied_embeddings": (lambda v: v is not False,
+                        "the output head here is its own matrix, not the embedding table"),
+}
+
+
+def _refuse_unsupported(raw: dict, table: dict, where: Any) -> None:
+    for key, (unsupported, why) in table.items():
+        if raw.get(key) is not None and unsupported(raw[key]):
+            raise ConfigError(f"{where}: field {key!r} = {raw[key]!r:.100} is not supported: {why}")
+
+
+def _require(raw: dict, keys) -> None:
+    for key in keys:
+        if key not in raw:
+            raise ConfigError(f"has no field {key!r}")
+
+
+def _given(raw: dict, key: str, default):
+    """raw[key] when present and not null (even 0: it is then refused, not replaced), else default()."""
+    value = raw.get(key)
+    return default() if value is None else value
+
+
+def _head_dim(raw: dict, num: str, den: str) -> int:
+    """head_dim when the file does not give it: width / heads, which must then divide exactly."""
+    check_int_field("dim", raw[num])
+    check_int_field("n_heads", raw[den])
+    if raw[num] % raw[den] != 0:
+        raise ConfigError(f"{num} ({raw[num]}) must be divisible by {den} ({raw[den]}) when head_dim is "
+                          "not given", "head_dim")
+    return raw[num] // raw[den]
+
+
+def _with_key(e: ConfigError, keys: dict, filename: str) -> str:
+    """The message of ``e``, plus the file's own name for the field when it differs from ours."""
+    key = keys.get(e.field)
+    return f"{e} ({filename} field {key!r})" if key and key != e.field else str(e)
+
+
 def _read_json(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    data = parse_json(read_regular_file(path, MAX_CONFIG_BYTES, "config file", ConfigError), path, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
-
-
-def _div(raw: dict, num: str, den: str, where: Any) -> int:
-    a, b = raw[num], raw[den]
-    if not isinstance(a, int) or not isinstance(b, int) or b <= 0 or a % b != 0:
-        raise ConfigError(f"{where}: {num} ({a!r}) must be divisible by {den} ({b!r}) when head_dim is not given")
-    return a // b

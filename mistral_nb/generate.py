@@ -10,6 +10,9 @@ set of most likely tokens whose probability mass reaches p.
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -17,6 +20,7 @@ import torch
 from .cache import RollingBufferCache
 
 EOS_CHECK_EVERY = 8   # decode steps between host reads of "has every row reached eos?"
+MAX_NEW_TOKENS = 1 << 20   # generate allocates its (B, max_new_tokens) output up front
 
 
 def top_p_keep(probs_sorted: torch.Tensor, p: float) -> torch.Tensor:
@@ -82,7 +86,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0, device=None):
 def prefill(model, tokens: torch.Tensor, positions: torch.Tensor, cache: RollingBufferCache,
             chunk_size: Optional[int] = None) -> torch.Tensor:
     """Run the prompt through the model in chunks of at most W tokens; return the last logits (B, V)."""
-    chunk = chunk_size or cache.window
+    chunk = cache.window if chunk_size is None else _as_int("chunk_size", chunk_size, 1)
     if not 0 < chunk <= cache.window:
         raise ValueError(f"chunk_size must be in [1, {cache.window}] (the cache window), got {chunk}")
     L = tokens.shape[1]
@@ -93,26 +97,80 @@ def prefill(model, tokens: torch.Tensor, positions: torch.Tensor, cache: Rolling
     return logits[:, -1]
 
 
-def _check_generate_args(model, prompts, max_new_tokens, temperature, top_p):
+def _as_int(name: str, value, low: int, high: Optional[int] = None) -> int:
+    """``value`` as a Python int (an int, a numpy integer or a 0-d integer tensor; never a bool), in
+    [low, high]: TypeError naming the argument for another type, ValueError for a value out of range."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None
+    if v < low or (high is not None and v > high):
+        raise ValueError(f"{name} must be an int in [{low}, {'...' if high is None else high}], got {v}")
+    return v
+
+
+def _as_real(name: str, value, rule: str, ok) -> float:
+    """``value`` as a finite float satisfying ``ok``: TypeError for a non-number, ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not (math.isfinite(v) and ok(v)):
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return v
+
+
+def _prompt_lists(prompts, vocab: int) -> List[List[int]]:
+    """Prompts as lists of Python ints, each checked: a list of lists / 1-D arrays / 1-D tensors, or
+    one 2-D array or tensor (one prompt per row)."""
+    if not isinstance(prompts, (list, tuple)) and hasattr(prompts, "ndim") and hasattr(prompts, "tolist"):
+        if prompts.ndim != 2:
+            raise ValueError(f"prompts given as an array or tensor must be 2-D (one prompt per row), got "
+                             f"{prompts.ndim}-D; wrap a single prompt in a list: [prompt]")
+        prompts = list(prompts)
     if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
         raise ValueError("prompts must be a non-empty list of token-id lists")
-    vocab = model.args.vocab_size
+    out = []
     for r, p in enumerate(prompts):
-        if isinstance(p, torch.Tensor):
+        if hasattr(p, "ndim") and hasattr(p, "tolist"):          # numpy array or tensor
+            if p.ndim != 1:
+                raise ValueError(f"prompt {r} must be 1-D (a sequence of token ids), got shape {tuple(p.shape)}")
             p = p.tolist()
-        if not isinstance(p, (list, tuple)) or len(p) == 0:
+        if isinstance(p, (str, bytes)) or not isinstance(p, Sequence):
+            raise TypeError(f"prompt {r} must be a list of token ids, got {type(p).__name__}")
+        if len(p) == 0:
             raise ValueError(f"prompt {r} is empty: every prompt needs at least one token (e.g. BOS)")
+        row = []
         for i, t in enumerate(p):
-            if isinstance(t, bool) or not isinstance(t, int):
-                raise TypeError(f"prompt {r}, position {i}: token ids must be ints, got {t!r}")
+            try:
+                t = _as_int("token id", t, -math.inf)
+            except TypeError:
+                raise TypeError(f"prompt {r}, position {i}: token ids must be ints, got {t!r}") from None
             if not 0 <= t < vocab:
                 raise ValueError(f"prompt {r}, position {i}: token id {t} is outside [0, {vocab})")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+            row.append(t)
+        out.append(row)
+    return out
+
+
+def _check_generate_args(model, prompts, max_new_tokens, temperature, top_p, eos_id=None, seed=None,
+                         chunk_size=None) -> tuple:
+    """Validate generate's arguments; return them normalised (prompts as lists of ints, numbers as
+    Python ints and floats). TypeError for a wrong type, ValueError for a wrong value, each naming
+    the argument (and, for a token id, the prompt and position)."""
+    vocab, window = model.args.vocab_size, model.args.sliding_window
+    prompts = _prompt_lists(prompts, vocab)
+    max_new_tokens = _as_int("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS)
+    temperature = _as_real("temperature", temperature, "a finite number >= 0 (0 = greedy)", lambda v: v >= 0)
+    top_p = _as_real("top_p", top_p, "in (0, 1]", lambda v: 0 < v <= 1)
+    if eos_id is not None:
+        eos_id = _as_int("eos_id", eos_id, 0, vocab - 1)
+    if seed is not None:
+        seed = _as_int("seed", seed, -(2 ** 63), 2 ** 64 - 1)          # what torch.Generator accepts
+    if chunk_size is not None:
+        chunk_size = _as_int("chunk_size", chunk_size, 1, window)
+    return prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size
 
 
 @torch.inference_mode()
@@ -128,15 +186,19 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
     ``compile``: run decode steps through ``compiled_decoder`` (True, or a ``torch.compile`` mode such
     as ``"reduce-overhead"``). The first call compiles (tens of seconds); the prefill stays eager.
     """
-    prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in prompts] \
-        if isinstance(prompts, (list, tuple)) else prompts
-    _check_generate_args(model, prompts, max_new_tokens, temperature, top_p)
+    prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size = _check_generate_args(
+        model, prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size)
     B = len(prompts)
     if max_new_tokens == 0:
         return [[] for _ in range(B)]
     device = next(model.parameters()).device
     tokens, positions = left_pad(prompts, device=device)
-    window = model.args.sliding_window or (tokens.shape[1] + max_new_tokens)
+    # Slots: the window, or fewer when the whole sequence is shorter (a 3-token prompt must not reserve
+    # W slots of every layer); the last sampled token is never fed back, hence the - 1. A compiled
+    # decode step keeps all W slots, so that every call has the same shapes (no recompilation).
+    needed = tokens.shape[1] + max_new_tokens - 1
+    W = model.args.sliding_window
+    window = (W if compile else min(W, needed)) if W else needed
     cache = RollingBufferCache.for_model(model, B, window=window)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     step_model = model
@@ -147,6 +209,8 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
             for buf in (cache.k, cache.v, cache.slot_pos, cache.next_pos):
                 torch._dynamo.mark_static_address(buf)
 
+    if chunk_size is not None:   # checked against W above; a cache shorter than W holds the whole prompt anyway
+        chunk_size = min(chunk_size, cache.window)
     logits = prefill(model, tokens, positions, cache, chunk_size)                 # (B, V)
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)

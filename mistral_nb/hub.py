@@ -15,6 +15,8 @@ model are downloaded — never the pickle (.bin) copies some repositories also c
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,8 +25,7 @@ import torch
 
 from .config import ModelArgs
 from .model import Transformer
-from .quant import model_nbytes, quantize_model
-from .weights import empty_model, load_model, read_args, resolve_device, resolve_dtype
+from .weights import load_model, read_args, resolve_device, resolve_dtype
 
 __all__ = ["cuda_or_explain", "load_pretrained", "choose_settings", "probe_device", "DeviceInfo", "LoadChoice", "fetch_checkpoint",
            "HubAccessError", "estimate_nbytes"]
@@ -103,11 +104,21 @@ def probe_device(device: Optional[str | torch.device] = None) -> DeviceInfo:
 
 
 def estimate_nbytes(args: ModelArgs, dtype: torch.dtype, quantize: Optional[str] = None) -> int:
-    """Bytes of the weights of ``Transformer(args)`` in ``dtype`` (int8 linears with ``quantize='int8'``)."""
-    model = empty_model(args).to(dtype)
+    """Bytes of the weights of ``Transformer(args)`` in ``dtype`` (int8 linears with ``quantize='int8'``).
+
+    Counted from the config alone (tested equal to ``model_nbytes`` of the built model): nothing is
+    built, so a downloaded config.json that claims 10**7 layers costs no memory here.
+    """
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    size = torch.empty((), dtype=resolve_dtype(dtype)).element_size()
+    d, hd, f, n = args.dim, args.head_dim, args.hidden_dim, args.n_layers
+    linear = n * (d * hd * (2 * args.n_heads + 2 * args.n_kv_heads) + 3 * d * f)   # wq wk wv wo, w1 w2 w3
+    rows = n * (hd * (args.n_heads + 2 * args.n_kv_heads) + 2 * d + 2 * f)         # their output channels
+    rest = 2 * args.vocab_size * d + (2 * n + 1) * d                               # embeddings, head, norms
     if quantize == "int8":
-        quantize_model(model)
-    return model_nbytes(model)
+        return rest * size + linear + rows * size          # int8 weights plus one scale per output channel
+    return (rest + linear) * size
 
 
 def _headroom(weights: int) -> int:
@@ -120,7 +131,7 @@ def choose_settings(args: ModelArgs, info: DeviceInfo, dtype=None, quantize="aut
 
     dtype (when not given): CUDA with compute capability >= 8.0 (A100, L4, H100) -> bfloat16, the
     dtype Mistral 7B was trained in; older GPUs (T4 = 7.5, V100 = 7.0) have no native bfloat16 ->
-    float16; the CPU -> float32 if it fits in free RAM, else bfloat16.
+    float16; the CPU -> bfloat16 (decoding reads every weight per token: half float32's bytes).
     quantize='auto': int8 when the weights in that dtype plus headroom (10 %, >= 1 GB) exceed the free
     memory and int8 fits; an error (before any download) when even int8 does not fit. An explicit
     ``quantize=None`` or ``'int8'`` is used as given.
@@ -151,9 +162,12 @@ def choose_settings(args: ModelArgs, info: DeviceInfo, dtype=None, quantize="aut
             dtype = torch.float16
             reasons.append("float16: no native bfloat16 before compute capability 8.0")
     else:
-        dtype = torch.float32 if fits(estimate_nbytes(args, torch.float32)) else torch.bfloat16
-        reasons.append("float32: fits in free RAM" if dtype == torch.float32
-                       else "bfloat16: float32 would not fit in free RAM")
+        # Decoding is memory-bound: each token reads every weight once, so fewer bytes per weight is
+        # more tokens per second. bfloat16 halves float32's bytes and is the dtype of the released
+        # weights; when even bfloat16 does not fit, 'auto' below falls back to int8.
+        dtype = torch.bfloat16
+        reasons.append("bfloat16: the released weights' dtype, half the bytes of float32 "
+                       "(decoding on a CPU is limited by reading the weights)")
 
     full = estimate_nbytes(args, dtype)
     int8 = estimate_nbytes(args, dtype, "int8")
@@ -198,8 +212,9 @@ def fetch_checkpoint(repo_id: str = DEFAULT_REPO, local_dir: Optional[str | Path
     ``repo_id`` may also be a local checkpoint directory, returned as is. The token comes from the
     environment through huggingface_hub's own lookup; it is never passed, printed or stored here.
     """
-    if Path(repo_id).expanduser().is_dir():
-        return Path(repo_id).expanduser()
+    local = _local_directory(repo_id)
+    if local is not None:
+        return local
     hub = _hub()
     try:
         from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -225,7 +240,29 @@ def fetch_checkpoint(repo_id: str = DEFAULT_REPO, local_dir: Optional[str | Path
     except RepositoryNotFoundError:
         raise HubAccessError(
             f"{repo_id}: repository not found, or not visible without a token — check the name, and set HF_TOKEN "
-            "if it is private or gated") from None
+            f"if it is private or gated (there is no local directory {repo_id!r} either)") from None
+
+
+# What huggingface_hub accepts as a repository id: 'name' or 'owner/name' of [A-Za-z0-9_.-], no '--' or '..'.
+_REPO_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9_][\w.-]{0,95}(/[A-Za-z0-9_][\w.-]{0,95})?")
+
+
+def _local_directory(repo_id) -> Optional[Path]:
+    """The directory ``repo_id`` names on this machine, or None if it is a repository id to download.
+
+    Something that cannot be a repository id ('./ckpt', '/data/mistral', 'a/b/c', '~/x') but is not a
+    directory raises FileNotFoundError here, instead of reaching the Hub as a malformed id."""
+    if not isinstance(repo_id, (str, os.PathLike)):
+        raise TypeError(f"repo_id must be a Hugging Face repository id or a directory, got {type(repo_id).__name__}")
+    path = Path(repo_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{repo_id} is a file: pass the checkpoint's directory (or a Hugging Face repository id)")
+    if isinstance(repo_id, os.PathLike) or not _REPO_ID.fullmatch(repo_id):
+        raise FileNotFoundError(f"no checkpoint directory at {str(repo_id)!r} (and it is not a Hugging Face "
+                                "repository id, which looks like 'owner/name')")
+    return None
 
 
 def load_pretrained(repo_id: str = DEFAULT_REPO, device: Optional[str | torch.device] = None, dtype=None,

@@ -119,7 +119,8 @@ def receptive_field(n_layers: int, window: int) -> int:
     """How far back (in tokens) information can flow after ``n_layers`` sliding-window layers.
 
     One layer moves information at most W - 1 positions (the window includes the token itself),
-    so k layers reach k * (W - 1) tokens back — the paper rounds this to k * W.
+    so k layers reach k * (W - 1) tokens back. (The paper counts W + 1 keys per query, i - W .. i,
+    and so k * W: see ``mistral_nb.conventions``.)
     """
     return n_layers * (window - 1)
 

@@ -5,7 +5,7 @@
     logits = output(rms_norm(h))
 
 Parameter names follow Mistral's consolidated checkpoints (``layers.0.attention.wq.weight``, ...),
-so those load without renaming; ``weights.py`` maps Hugging Face names onto them.
+so those load without renaming; ``weights/names.py`` maps Hugging Face names onto them.
 """
 
 from __future__ import annotations
@@ -74,12 +74,18 @@ class Transformer(nn.Module):
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
 
     def check_tokens(self, tokens: torch.Tensor) -> None:
-        """Raise a clear error for a wrong shape or dtype, or ids outside [0, vocab_size)."""
+        """Raise a clear error for a wrong shape, dtype or device, or ids outside [0, vocab_size)."""
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.long, torch.int32, torch.int64):
             raise TypeError(f"tokens must be an integer torch.Tensor of shape (B, S), got "
                             f"{type(tokens).__name__}{'' if not isinstance(tokens, torch.Tensor) else ' ' + str(tokens.dtype)}")
-        if tokens.dim() != 2 or tokens.shape[1] == 0:
-            raise ValueError(f"tokens must have shape (B, S) with S >= 1, got {tuple(tokens.shape)}")
+        if tokens.dim() != 2 or 0 in tokens.shape:
+            raise ValueError(f"tokens must have shape (B, S) with B >= 1 and S >= 1, got {tuple(tokens.shape)}")
+        if tokens.is_meta:
+            raise ValueError("tokens are on the meta device, which holds no data: pass real token ids")
+        weights = self.tok_embeddings.weight
+        if not weights.is_meta and tokens.device != weights.device:
+            raise ValueError(f"tokens are on {tokens.device} but the model's weights are on {weights.device}: "
+                             f"move them with tokens.to({str(weights.device)!r})")
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= self.args.vocab_size:
             bad = lo if lo < 0 else hi
@@ -111,10 +117,9 @@ class Transformer(nn.Module):
             for layer in self.layers:
                 h = layer(h, cos, sin, mask)
         else:
+            cache.check_chunk(self.args, tokens, positions, check_capacity=check)
             if positions is None:
                 positions = cache.default_positions(S)
-            if positions.shape != tokens.shape:
-                raise ValueError(f"positions {tuple(positions.shape)} must match tokens {tuple(tokens.shape)}")
             cos, sin = rope_angles(positions, self.args.head_dim, self.args.rope_theta)  # (B, S, D/2)
             key_pos = cache.begin(positions)                              # (B, W + S); (B, W) if S = 1
             mask = additive_mask(chunk_mask(positions, key_pos, self.args.sliding_window,

@@ -12,10 +12,19 @@ and, because the scale belongs to an output channel, it can be applied *after* t
     y[:, o] = sum_i x[:, i] q[o, i] s[o] = (x q^T)[:, o] * s[o]
 
 Activations stay in floating point (float16/bfloat16/float32); only the weights shrink, from 2 bytes
-to 1 per parameter (plus one scale per row). That is a memory saving first: this plain ``forward``
-casts each int8 matrix to the activations' dtype before the matmul (a short-lived copy, one layer at a
-time), so it is not faster than float16 by itself; a fused kernel (e.g. what ``torch.compile`` can
-generate) would read only the int8 bytes and also speed up memory-bound decoding.
+to 1 per parameter (plus one scale per row). Decoding one token at a time is memory-bound: its time
+is the time to read the weights, so half the bytes can mean twice the tokens per second — if the
+matmul reads the int8 bytes directly. ``Int8Linear.forward`` therefore has two paths:
+
+* a few rows (decoding) on the CPU: ``torch._weight_int8pack_mm``, PyTorch's weight-only int8 kernel,
+  which reads the int8 matrix and applies the scales inside (no float copy of the weights);
+* many rows (prefill), or a device without that kernel: cast the int8 matrix to the activations'
+  dtype, multiply, scale the outputs. The cast goes into one reused buffer (a fresh 117 MB tensor per
+  call would cost more in page faults than the cast itself), and its cost is shared by all the rows
+  (on a GPU, ``torch.compile`` fuses the cast into the matmul).
+
+How many rows still favour the int8 kernel depends on the dtype: ``INT8_KERNEL_MAX_ROWS``, measured
+by ``benchmarks/int8_linear.py``.
 
 Mistral 7B: the 32 blocks' seven linear layers hold 6.98 B of its 7.24 B parameters. Quantizing those
 and keeping the embedding and the output head in float16 gives about 7.5 GB instead of 14.5 GB.
@@ -30,9 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Int8Linear", "quantize_int8", "dequantize_int8", "quantize_model", "model_nbytes",
-           "DEFAULT_SKIP"]
+           "DEFAULT_SKIP", "INT8_KERNEL_MAX_ROWS", "int8_kernel_used", "int8_kernel_matmul", "cast_matmul",
+           "decode_bytes_per_token"]
 
 QMAX = 127
+# Up to how many rows (tokens) Int8Linear uses torch._weight_int8pack_mm on the CPU, per activation
+# dtype; beyond that, cast-and-matmul is faster (measured: benchmarks/int8_linear.py, results/int8_linear.json;
+# a test keeps the two equal). With float32 activations the kernel never won; float16 was not measured
+# (a CPU runs bfloat16), so it takes the cast path too.
+INT8_KERNEL_MAX_ROWS = {torch.bfloat16: 8, torch.float32: 0}
 DEFAULT_SKIP = ("output",)   # the output head stays in floating point: it turns the last state into logits
 
 
@@ -53,6 +68,10 @@ def quantize_int8(weight: torch.Tensor, chunk_rows: int = 1024) -> tuple[torch.T
     for r0 in range(0, out_features, chunk_rows):
         w = weight[r0:r0 + chunk_rows].float()                                   # (rows, in)
         s = w.abs().amax(dim=1) / QMAX                                           # (rows,)
+        if not bool(torch.isfinite(s).all()):            # amax propagates NaN/Inf: one check per chunk
+            row = r0 + int((~torch.isfinite(s)).nonzero()[0])
+            raise ValueError(f"quantize_int8: row {row} of the weight holds NaN or Inf, which int8 cannot "
+                             "represent (the weight is corrupt)")
         s = torch.where(s > 0, s, torch.ones_like(s))                            # an all-zero row: any scale works
         q[r0:r0 + chunk_rows] = torch.round(w / s[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
         scale[r0:r0 + chunk_rows] = s
@@ -109,10 +128,54 @@ class Int8Linear(nn.Module):
         return dequantize_int8(self.weight, self.scale, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        return F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
+        rows = x.numel() // self.in_features
+        if int8_kernel_used(x, rows):
+            y = int8_kernel_matmul(x.reshape(rows, self.in_features), self.weight, self.scale)   # reads int8
+            return y.view(*x.shape[:-1], self.out_features)
+        return cast_matmul(x, self.weight, self.scale)                         # cast, multiply, scale
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, scale={self.scale.dtype}"
+
+
+def int8_kernel_used(x: torch.Tensor, rows: int) -> bool:
+    """Whether ``Int8Linear`` multiplies ``rows`` rows of ``x`` with the int8 kernel (CPU, few rows)."""
+    return x.device.type == "cpu" and not x.requires_grad and rows <= INT8_KERNEL_MAX_ROWS.get(x.dtype, 0)
+
+
+def int8_kernel_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(rows, in) activations times the int8 (out, in) matrix, scaled per output channel -> (rows, out).
+
+    PyTorch's weight-only int8 kernel: it reads one byte per weight and applies the scales inside.
+    """
+    return torch._weight_int8pack_mm(x, q, scale.to(x.dtype))
+
+
+_CAST_BUFFERS: dict = {}
+
+
+def _cast_buffer(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A reusable (out, in) buffer of ``dtype`` on the CPU for the cast of ``q``.
+
+    Casting into a fresh tensor costs about seven times more than casting into memory already mapped
+    (a 14336 x 4096 int8 matrix to bf16 here: 39 ms against 5.6 ms), because every page of a new 117 MB
+    tensor is first zero-filled by the operating system. One buffer per dtype, as large as the largest
+    matrix cast so far, is kept for the life of the process (117 MB for Mistral 7B in bf16).
+    """
+    buf = _CAST_BUFFERS.get(dtype)
+    if buf is None or buf.numel() < q.numel():
+        buf = _CAST_BUFFERS[dtype] = torch.empty(q.numel(), dtype=dtype)
+    return buf[:q.numel()].view(q.shape).copy_(q)
+
+
+def cast_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(..., in) activations times the int8 matrix cast to their dtype, then the scales -> (..., out).
+
+    On the CPU the cast goes into a reused buffer (``_cast_buffer``); elsewhere it is a plain cast,
+    which a GPU's caching allocator serves without new pages (and ``torch.compile`` fuses into the matmul).
+    """
+    w = _cast_buffer(q, x.dtype) if (x.device.type == "cpu" and not x.requires_grad) else q.to(x.dtype)
+    return F.linear(x, w) * scale.to(x.dtype)
 
 
 def _skipped(name: str, skip: Iterable[str]) -> bool:
@@ -131,7 +194,10 @@ def quantize_model(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> nn.M
     for name, linear in targets:
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, leaf, Int8Linear.from_linear(linear))
+        try:
+            setattr(parent, leaf, Int8Linear.from_linear(linear))
+        except ValueError as e:
+            raise ValueError(f"{name}.weight: {e}") from None
     return model
 
 
@@ -139,3 +205,10 @@ def model_nbytes(model: nn.Module) -> int:
     """Bytes of every parameter and buffer (works on the meta device, where nothing is allocated)."""
     tensors = list(model.parameters()) + list(model.buffers())
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def decode_bytes_per_token(model: nn.Module) -> int:
+    """Bytes of weights one batch-1 decode step reads from memory: every parameter and buffer once,
+    except the embedding table, of which only the row of the token fed in is read."""
+    emb = model.tok_embeddings.weight
+    return model_nbytes(model) - (emb.shape[0] - 1) * emb.shape[1] * emb.element_size()

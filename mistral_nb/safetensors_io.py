@@ -9,17 +9,22 @@ straight into its final buffer, so peak memory stays near the checkpoint's size.
 
 from __future__ import annotations
 
-import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .files import open_regular_file, parse_json
+
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
           "U8": torch.uint8, "BOOL": torch.bool}
-MAX_HEADER_BYTES = 100_000_000
+# Bounds on what a header may ask of the reader. Mistral 7B's header is 26 KB for 291 tensors; the
+# safetensors format itself allows 100 MB, which takes seconds and about a gigabyte to parse.
+MAX_HEADER_BYTES = 16_000_000
+MAX_TENSORS = 100_000
 
 
 class CheckpointError(ValueError):
@@ -37,13 +42,22 @@ class TensorInfo:
     nbytes: int
 
 
+def _is_int(x) -> bool:
+    """A JSON integer: not a float such as 32.9 or 1e3, not a bool, not a string."""
+    return type(x) is int
+
+
 def read_header(path: str | Path) -> dict[str, TensorInfo]:
-    """Parse and check a safetensors header. Returns {tensor name: TensorInfo}; reads no tensor data."""
+    """Parse and check a safetensors header. Returns {tensor name: TensorInfo}; reads no tensor data.
+
+    Every defect raises CheckpointError naming the file (and the tensor): a path that is not a
+    regular file, a header over MAX_HEADER_BYTES or with over MAX_TENSORS entries, invalid or
+    ambiguous JSON (a key given twice), an entry whose dtype, shape or offsets are not exactly what
+    the format prescribes, and data that does not tile the rest of the file.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"safetensors file not found: {path}")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    with open_regular_file(path, "safetensors file", CheckpointError) as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError(f"{path}: not a safetensors file (only {size} bytes)")
@@ -52,45 +66,66 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
             if head[:2] == b"PK" or head[:1] == b"\x80":
                 raise CheckpointError(f"{path}: this is a PyTorch pickle/zip file, not safetensors; pickles can "
                                       "run code when loaded and are refused — convert it to safetensors")
-            raise CheckpointError(f"{path}: not a safetensors file or truncated (header says {n} bytes, "
-                                  f"file has {size})")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
+            if 8 + n > size:
+                raise CheckpointError(f"{path}: not a safetensors file or truncated (header says {n} bytes, "
+                                      f"file has {size})")
+            raise CheckpointError(f"{path}: the header is {n:,} bytes, more than the {MAX_HEADER_BYTES:,} this "
+                                  "reader accepts")
+        raw = f.read(n)
+    header = parse_json(raw, path, CheckpointError, "corrupt safetensors header")
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    if len(header) > MAX_TENSORS + 1:
+        raise CheckpointError(f"{path}: the header lists {len(header):,} entries, more than the {MAX_TENSORS:,} "
+                              "tensors this reader accepts in one file")
+    if not isinstance(header.get("__metadata__", {}), dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (__metadata__ is not a JSON object)")
     data_start, data_size = 8 + n, size - 8 - n
     infos = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        if not isinstance(entry, dict) or "dtype" not in entry:
-            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {entry!r}")
-        if entry["dtype"] not in DTYPES:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {entry['dtype']!r}; "
-                                  f"this reader knows {', '.join(DTYPES)}")
-        try:
-            dtype = DTYPES[entry["dtype"]]
-            shape = tuple(int(d) for d in entry["shape"])
-            start, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry {entry!r}") from None
-        if any(d < 0 for d in shape):
-            raise CheckpointError(f"{path}: tensor {name!r} has a negative dimension in its shape {shape}")
-        numel = 1
-        for d in shape:
-            numel *= d
-        nbytes = numel * torch.empty((), dtype=dtype).element_size()
-        if end - start != nbytes or start < 0:
-            raise CheckpointError(f"{path}: tensor {name!r} of shape {shape} {entry['dtype']} needs {nbytes} "
-                                  f"bytes but its offsets span {end - start}")
-        if end > data_size:
-            raise CheckpointError(f"{path}: truncated — tensor {name!r} ends at byte {end} of the data "
-                                  f"section, which has only {data_size} bytes")
-        infos[name] = TensorInfo(path, name, dtype, shape, data_start + start, nbytes)
+        infos[name] = _tensor_info(path, name, entry, data_start, data_size)
     _check_layout(path, infos, data_start, data_size)
     return infos
+
+
+def _tensor_info(path: Path, name: str, entry, data_start: int, data_size: int) -> TensorInfo:
+    """Check one header entry {"dtype": str, "shape": [int >= 0, ...], "data_offsets": [start, end]}."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: tensor {name!r} has a malformed header entry: {what}")
+
+    if not isinstance(entry, dict):
+        raise bad(f"expected a JSON object, got {entry!r:.80}")
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in entry:
+            raise bad(f"no {key!r} field")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str):
+        raise bad(f"dtype must be a string such as 'BF16', got {dtype!r:.80}")
+    if dtype not in DTYPES:
+        raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}; "
+                              f"this reader knows {', '.join(DTYPES)}")
+    if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+        raise bad(f"shape must be a list of integers, got {shape!r:.80}")
+    if any(d < 0 for d in shape):
+        raise CheckpointError(f"{path}: tensor {name!r} has a negative dimension in its shape {tuple(shape)}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        raise bad(f"data_offsets must be a list of two integers [start, end], got {offsets!r:.80}")
+    start, end = offsets
+    if start < 0 or end < start:
+        raise bad(f"data_offsets {offsets} must satisfy 0 <= start <= end")
+    numel = 1
+    for d in shape:
+        numel *= d
+    nbytes = numel * torch.empty((), dtype=DTYPES[dtype]).element_size()
+    if end - start != nbytes:
+        raise CheckpointError(f"{path}: tensor {name!r} of shape {tuple(shape)} {dtype} needs {nbytes} "
+                              f"bytes but its offsets span {end - start}")
+    if end > data_size:
+        raise CheckpointError(f"{path}: truncated — tensor {name!r} ends at byte {end} of the data "
+                              f"section, which has only {data_size} bytes")
+    return TensorInfo(path, name, DTYPES[dtype], tuple(shape), data_start + start, nbytes)
 
 
 def _check_layout(path: Path, infos: dict[str, TensorInfo], data_start: int, data_size: int) -> None:
@@ -116,7 +151,7 @@ def read_tensor(info: TensorInfo, handle=None) -> torch.Tensor:
     if info.nbytes == 0:
         return out
     own = handle is None
-    f = open(info.file, "rb") if own else handle
+    f = open_regular_file(info.file, "safetensors file", CheckpointError) if own else handle
     try:
         f.seek(info.start)
         got = f.readinto(memoryview(out.view(-1).view(torch.uint8).numpy()))

@@ -1,22 +1,34 @@
-"""A small, deterministic training loop for tiny Mistral models on the CPU.
+"""Training a Mistral model: the next-token objective, perplexity, and a small deterministic loop.
 
-The loop is the textbook recipe that large models are trained with, shrunk to a few hundred steps:
+The objective is the one every GPT-style model is trained with. A window of S + 1 tokens from the
+token stream gives S predictions: the input is ``window[:, :-1]`` and the target of position i is
+``window[:, i + 1]``, the token that follows it (the *one-position shift*). The loss is the mean
+cross-entropy in nats, -ln p(target); ``exp(loss)`` is the perplexity. An untrained model that
+spreads its probability evenly over the 32,000 ids scores ln 32000 = 10.37 nats (perplexity 32,000).
+
+The loop is the textbook recipe that large models are trained with, shrunk to a CPU:
 
 * AdamW (Loshchilov & Hutter), with weight decay on the matrices only (not on RMSNorm gains);
 * a learning rate that warms up linearly, then follows a cosine down to ``min_lr_ratio * lr``;
 * gradient clipping by global norm;
 * one seed for everything random inside the loop (the batches come from a ``torch.Generator``
-  seeded with it), so the same call gives the same losses on the same machine.
+  seeded with it), so the same call gives the same losses on the same machine;
+* optional checkpoints (model, optimizer, step, generator, history) from which an interrupted run
+  resumes and continues with exactly the losses it would have had.
 
 The model is built (and its weights initialised) by the caller: ``seeded_model(args, seed)`` does
 that reproducibly. A batch function receives the loop's generator and returns ``(tokens, targets)``:
 LongTensors of shape (B, S), with ``targets == IGNORE`` (-100) where no prediction is scored.
+``TokenStream.batches`` makes such a function from a stream of text tokens.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -25,7 +37,8 @@ import torch.nn.functional as F
 from .config import ModelArgs
 from .model import Transformer
 
-__all__ = ["IGNORE", "TrainHistory", "seeded_model", "lr_at", "param_groups", "loss_on", "train"]
+__all__ = ["IGNORE", "TrainHistory", "seeded_model", "lr_at", "param_groups", "loss_on", "shift_targets",
+           "next_token_loss", "perplexity", "train", "save_training_state", "load_training_state"]
 
 IGNORE = -100   # target value of positions that are not scored (F.cross_entropy's ignore_index)
 
@@ -34,12 +47,17 @@ BatchFn = Callable[[torch.Generator], "tuple[torch.Tensor, torch.Tensor]"]
 
 @dataclass
 class TrainHistory:
-    """What ``train`` records at every step: the batch loss, the learning rate and the gradient norm
-    (before clipping)."""
+    """What ``train`` records: at every step the batch loss, the learning rate, the gradient norm
+    (before clipping), the tokens seen so far and the seconds spent so far; and, every ``eval_every``
+    steps, the validation loss (``val_step``: the number of steps done when it was measured)."""
 
     loss: list = field(default_factory=list)
     lr: list = field(default_factory=list)
     grad_norm: list = field(default_factory=list)
+    tokens: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    val_step: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
 
     def smoothed(self, every: int = 10) -> list:
         """Mean loss of consecutive groups of ``every`` steps (the last group may be shorter)."""
@@ -71,48 +89,166 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def loss_on(model: Transformer, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the scored positions. tokens, targets: (B, S) -> scalar."""
-    logits = model(tokens)                                                   # (B, S, vocab), float32
+    """Mean cross-entropy in nats over the scored positions. tokens, targets: (B, S) -> scalar."""
+    logits = model(tokens, check=False)                                      # (B, S, vocab), float32
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
 
+def shift_targets(window: torch.Tensor, ignore_ids: tuple = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one-position shift: (B, S + 1) tokens -> inputs (B, S) and targets (B, S).
+
+    Position i of the input is asked for ``window[:, i + 1]``. Targets listed in ``ignore_ids``
+    (for example ``<s>``, which only ever follows a document's end) are not scored.
+    """
+    if window.dim() != 2 or window.shape[1] < 2:
+        raise ValueError(f"shift_targets: window must be (B, S + 1) with S >= 1, got {tuple(window.shape)}")
+    inputs, targets = window[:, :-1], window[:, 1:].clone()
+    for i in ignore_ids:
+        targets[targets == i] = IGNORE
+    return inputs, targets
+
+
+def next_token_loss(model: Transformer, window: torch.Tensor, ignore_ids: tuple = (),
+                    reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy (nats) of predicting each next token of ``window`` (B, S + 1) from the ones before.
+
+    reduction: "mean" -> scalar over the scored positions; "none" -> (B, S), 0 where not scored.
+    """
+    inputs, targets = shift_targets(window, ignore_ids)
+    logits = model(inputs, check=False)                                      # (B, S, vocab)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
+                           reduction=reduction)
+    return loss if reduction == "mean" else loss.view(targets.shape)
+
+
+def perplexity(loss_nats: float) -> float:
+    """exp(mean cross-entropy in nats): the number of equally likely choices the loss amounts to."""
+    return math.exp(loss_nats)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_training_state(path: str | Path, model: Transformer, opt: torch.optim.Optimizer, step: int,
+                        gen: torch.Generator, history: TrainHistory, settings: dict) -> None:
+    """Write everything a resumed run needs, atomically (a temporary file, then a rename).
+
+    Only tensors, numbers, strings, lists and dicts are stored, so ``load_training_state`` reads it
+    back with ``torch.load(weights_only=True)``: no code is unpickled.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+             "generator": gen.get_state(), "history": asdict(history), "settings": settings,
+             "args": model.args.to_dict()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Read a file written by ``save_training_state`` (tensors and plain data only)."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a training checkpoint written by save_training_state "
+                         f"({type(e).__name__}: {e})") from None
+
+
+def _resume(path: Path, model: Transformer, opt, gen: torch.Generator, settings: dict) -> tuple[int, TrainHistory]:
+    state = load_training_state(path)
+    if state["args"] != model.args.to_dict():
+        raise ValueError(f"{path}: the checkpoint is of another model configuration ({state['args']}), "
+                         f"not {model.args.to_dict()}")
+    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    if changed:
+        raise ValueError(f"{path}: the checkpoint was written by a run with other settings "
+                         f"(saved, now): {changed}; resume with the same settings or start afresh")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    return int(state["step"]), TrainHistory(**state["history"])
+
+
+# ----------------------------------------------------------------------------- the loop
 def train(model: Transformer, batches: BatchFn, steps: int, lr: float = 3e-3, warmup: int = 50,
           weight_decay: float = 0.01, clip: Optional[float] = 1.0, seed: int = 0,
           min_lr_ratio: float = 0.1, betas: tuple = (0.9, 0.98), progress: bool = True,
-          desc: str = "train") -> TrainHistory:
-    """Train ``model`` in place for ``steps`` AdamW steps; returns the per-step ``TrainHistory``.
+          desc: str = "train", eval_fn: Optional[Callable[[Transformer], float]] = None,
+          eval_every: int = 0, checkpoint: Optional[str | Path] = None, checkpoint_every: int = 0,
+          resume: bool = False, autocast: bool = False, stop_after: Optional[int] = None) -> TrainHistory:
+    """Train ``model`` in place for ``steps`` AdamW steps; returns the ``TrainHistory``.
 
     batches: ``batches(generator) -> (tokens, targets)``, both (B, S) LongTensors; the generator is
         the loop's own, seeded with ``seed``, so the data sequence is fixed by the seed.
     lr, warmup, min_lr_ratio: peak learning rate and the schedule of ``lr_at``.
     clip: maximum global gradient norm (None: no clipping).
-    progress: show a tqdm bar (pass False in notebooks and tests).
+    eval_fn, eval_every: ``eval_fn(model)`` (a validation loss) is recorded every ``eval_every``
+        steps and after the last one; the model is in eval mode meanwhile.
+    checkpoint, checkpoint_every: write the training state to this file every ``checkpoint_every``
+        steps and at the end; with ``resume=True`` an existing file is read first and the run goes on
+        from its step (same settings required), giving the losses an uninterrupted run would give.
+    autocast: run the forward pass under bfloat16 autocast (weights and optimizer stay float32).
+    stop_after: end after this many steps in total (an interruption, for tests); the schedule
+        still follows ``steps``.
+    progress: show a tqdm bar with the loss and tokens/s (pass False in notebooks and tests).
     """
     if steps <= 0:
         raise ValueError(f"train: steps must be > 0, got {steps}")
     if not 0 <= warmup < steps:
         raise ValueError(f"train: warmup must be in [0, steps), got warmup={warmup}, steps={steps}")
+    if resume and checkpoint is None:
+        raise ValueError("train: resume=True needs a checkpoint path")
     from tqdm.auto import tqdm
 
+    settings = {"steps": steps, "lr": lr, "warmup": warmup, "weight_decay": weight_decay, "clip": clip,
+                "seed": seed, "min_lr_ratio": min_lr_ratio, "betas": list(betas), "autocast": autocast}
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
-    history = TrainHistory()
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
+    history, start = TrainHistory(), 0
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        start, history = _resume(Path(checkpoint), model, opt, gen, settings)
+    end = steps if stop_after is None else min(steps, stop_after)
+    tokens_seen = history.tokens[-1] if history.tokens else 0
+    seconds = history.seconds[-1] if history.seconds else 0.0
+
+    def evaluate(step_done: int) -> None:
+        model.eval()
+        with torch.no_grad():
+            history.val_loss.append(float(eval_fn(model)))
+        history.val_step.append(step_done)
+        model.train()
+
     model.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    bar = tqdm(range(start, end), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
+        t0 = time.perf_counter()
         rate = lr_at(step, steps, lr, warmup, min_lr_ratio)
         for group in opt.param_groups:
             group["lr"] = rate
         tokens, targets = batches(gen)
-        loss = loss_on(model, tokens, targets)
+        with torch.autocast("cpu" if tokens.device.type == "cpu" else tokens.device.type,
+                            dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_on(model, tokens, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip is not None else float("inf"))
         opt.step()
+        dt = time.perf_counter() - t0
+        tokens_seen += tokens.numel()
+        seconds += dt
         history.loss.append(loss.item())
         history.lr.append(rate)
         history.grad_norm.append(float(norm))
-        if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        history.tokens.append(tokens_seen)
+        history.seconds.append(round(seconds, 3))
+        done = step + 1
+        if eval_fn is not None and eval_every and (done % eval_every == 0 or done == steps):
+            evaluate(done)
+        if checkpoint is not None and checkpoint_every and (done % checkpoint_every == 0 or done == end):
+            save_training_state(checkpoint, model, opt, done, gen, history, settings)
+        if progress:
+            post = {"loss": f"{loss.item():.3f}", "tok/s": f"{tokens.numel() / dt:,.0f}"}
+            if history.val_loss:
+                post["val"] = f"{history.val_loss[-1]:.3f}"
+            bar.set_postfix(post, refresh=False)
     model.eval()
     return history

@@ -13,6 +13,16 @@ from helpers import WINDOW, random_hf_model, save_hf_sharded, tiny_args  # noqa:
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Matrices as small as the training tests' run faster on one thread, and give the same numbers on
+    any core count (``pytestmark = pytest.mark.usefixtures("one_thread")`` in a module)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def hf_pair(tmp_path_factory):
     """(transformers model, sharded HF checkpoint dir, Mistral-layout checkpoint dir), one per session."""

@@ -19,14 +19,11 @@ def tiny_args(**overrides) -> ModelArgs:
 
 
 def random_model(args: ModelArgs, seed: int = 0) -> Transformer:
-    """A Transformer with random weights, norms perturbed away from 1 so they matter."""
-    torch.manual_seed(seed)
-    model = Transformer(args)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    """A Transformer with random weights, norms perturbed away from 1 so they matter (the same model
+    every rank of the tensor-parallel tests builds)."""
+    from mistral_nb.parallel import random_model as seeded_random_model
+
+    return seeded_random_model(args, seed)
 
 
 def hf_config(args: ModelArgs):

@@ -26,3 +26,22 @@ def test_gpu_decode_script_explains_a_missing_gpu():
     done = subprocess.run([sys.executable, "benchmarks/gpu_decode.py"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode != 0 and "no CUDA device" in done.stderr
+
+
+def test_cpu_7b_script_runs_in_smoke_mode(tmp_path):
+    """The 7B benchmark's whole path (checkpoint writing, the three child processes, the summary) on a
+    2-layer model of the real vocabulary; nothing is recorded."""
+    cmd = [sys.executable, "benchmarks/cpu_7b.py", "--tiny", "--dir", str(tmp_path / "ckpt"), "--rounds", "1",
+           "--reps", "1", "--prompt", "8", "--new", "4"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for method in ("ours_bf16", "ours_int8", "hf_bf16"):
+        assert f"'method': '{method}'" in done.stdout, done.stdout
+    assert "int8_over_bf16_decode_tokens_per_s" in done.stdout and "tiny run: nothing recorded" in done.stdout
+    assert (tmp_path / "ckpt" / "model.safetensors.index.json").is_file()
+
+
+def test_cpu_7b_script_refuses_tiny_without_a_scratch_directory():
+    done = subprocess.run([sys.executable, "benchmarks/cpu_7b.py", "--tiny"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "--tiny needs --dir" in done.stderr

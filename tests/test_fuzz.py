@@ -128,3 +128,73 @@ def test_damaged_header_fails_cleanly(good_file, data):
         assert "consolidated.safetensors" in str(e) or "checkpoint is missing" in str(e)
     finally:
         (path / "consolidated.safetensors").write_bytes(raw)
+
+
+# ---------------------------------------------------------------- header entries and config values (issue 12)
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                    max_leaves=8)
+
+
+@FUZZ
+@given(st.sampled_from(["dtype", "shape", "data_offsets", None]), JSON)
+def test_random_header_entries_fail_cleanly(good_file, field, value):
+    """Any JSON value in place of a header field (or of the whole entry) gives a CheckpointError
+    naming the file — never a TypeError, OverflowError or a silently reinterpreted shape."""
+    import json
+    path, raw = good_file
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    if field is None:
+        header["norm.weight"] = value
+    else:
+        header["norm.weight"][field] = value
+    text = json.dumps(header).encode()
+    (path / "consolidated.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    try:
+        with pytest.raises(CheckpointError, match="consolidated.safetensors"):
+            load_model(path)
+    finally:
+        (path / "consolidated.safetensors").write_bytes(raw)
+
+
+HF_FIELDS = ["hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+             "head_dim", "vocab_size", "rms_norm_eps", "rope_theta", "sliding_window", "hidden_act",
+             "tie_word_embeddings", "rope_scaling", "model_type", "architectures"]
+
+
+@pytest.fixture(scope="module")
+def hf_file(tmp_path_factory):
+    path = save_checkpoint(random_model(tiny_args(n_layers=1)), tmp_path_factory.mktemp("hf") / "c", layout="hf")
+    return path, (path / "config.json").read_text()
+
+
+EDGE = st.sampled_from([0, -1, 1, 2, 10**7, 2**64, 1e-300, 1e300, float("inf"), float("nan"), True, False, "32",
+                         32.0, 32.9, [], {}, "silu", "mistral", ["MistralForCausalLM"]])
+
+
+@FUZZ
+@given(st.sampled_from(HF_FIELDS), st.one_of(EDGE, JSON))
+def test_random_config_values_fail_cleanly(hf_file, field, value):
+    """Any JSON value for a config.json field loads a model or raises ConfigError / CheckpointError
+    naming config.json / the checkpoint — never a raw exception, never a replaced value."""
+    import json
+    from mistral_nb import ConfigError
+    path, original = hf_file
+    config = json.loads(original)
+    config[field] = value
+    (path / "config.json").write_text(json.dumps(config))
+    try:
+        model = load_model(path)
+    except (ConfigError, CheckpointError) as e:
+        assert str(path) in str(e)
+    else:
+        args = model.args
+        read = {"hidden_size": args.dim, "num_hidden_layers": args.n_layers, "head_dim": args.head_dim,
+                "intermediate_size": args.hidden_dim, "num_attention_heads": args.n_heads,
+                "num_key_value_heads": args.n_kv_heads, "vocab_size": args.vocab_size, "rms_norm_eps": args.norm_eps,
+                "rope_theta": args.rope_theta, "sliding_window": args.sliding_window}
+        if field in read and value is not None:
+            assert read[field] == value            # a value that loads is the value that was given
+    finally:
+        (path / "config.json").write_text(original)

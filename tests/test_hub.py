@@ -1,5 +1,6 @@
 """load_pretrained: the device/dtype/int8 choice, downloads (simulated offline) and the token's privacy."""
 
+import re
 import sys
 from types import SimpleNamespace
 
@@ -21,14 +22,16 @@ V100_16 = DeviceInfo("cuda:0", "Tesla V100-SXM2-16GB", (7, 0), int(15.5 * GB), i
 SMALL_GPU = DeviceInfo("cuda:0", "tiny", (8, 6), int(6 * GB), int(8 * GB))
 COLAB_CPU = DeviceInfo("cpu", "CPU", None, int(11.5 * GB))
 BIG_CPU = DeviceInfo("cpu", "CPU", None, int(64 * GB))
+LAPTOP_CPU = DeviceInfo("cpu", "CPU", None, int(15 * GB))
 
 
 @pytest.mark.parametrize("info,dtype,quantize", [
     (T4, torch.float16, "int8"),          # no native bf16, 14.5 GB of fp16 weights do not fit in 14.6 GB free
     (V100_16, torch.float16, "int8"),
     (A100, torch.bfloat16, None),
-    (COLAB_CPU, torch.bfloat16, "int8"),  # 12.7 GB of RAM: neither fp32 nor bf16 fits
-    (BIG_CPU, torch.float32, None),
+    (COLAB_CPU, torch.bfloat16, "int8"),  # 12.7 GB of RAM: bf16 does not fit, int8 does
+    (LAPTOP_CPU, torch.bfloat16, "int8"), # 14.5 GB of bf16 weights + 1.45 GB headroom > 15 GB free
+    (BIG_CPU, torch.bfloat16, None),      # a CPU decodes bf16 (half the bytes of fp32) when it fits
 ])
 def test_choice_for_mistral_7b(info, dtype, quantize):
     choice = choose_settings(M7B, info)
@@ -79,10 +82,11 @@ def test_load_pretrained_from_a_local_directory(tiny_ckpt, capsys):
     model, path = tiny_ckpt
     loaded = load_pretrained(str(path), probe=_fake_probe(DeviceInfo("cpu", free_bytes=8 * GB)), progress=False)
     line = capsys.readouterr().out.strip()
-    assert line.startswith("load_pretrained: cpu (8.0 GB free) · float32: fits in free RAM · no quantization")
-    assert loaded.load_choice.dtype == torch.float32 and loaded.load_choice.quantize is None
+    assert line.startswith("load_pretrained: cpu (8.0 GB free) · bfloat16: the released weights' dtype")
+    assert "no quantization" in line
+    assert loaded.load_choice.dtype == torch.bfloat16 and loaded.load_choice.quantize is None
     for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert torch.equal(a, b), n
+        assert torch.equal(a.to(torch.bfloat16), b), n
 
 
 def test_load_pretrained_picks_int8_when_short(tiny_ckpt, capsys):
@@ -156,3 +160,45 @@ def test_missing_huggingface_hub_is_explained(monkeypatch):
 def test_local_directory_without_config(tmp_path):
     with pytest.raises(Exception, match="neither layout"):
         load_pretrained(str(tmp_path), probe=_fake_probe(BIG_CPU))
+
+
+# ---------------------------------------------------------------- issue 12
+@pytest.mark.parametrize("args", [M7B, tiny_args(n_layers=2)], ids=["7b", "tiny"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_estimate_nbytes_builds_nothing(args, dtype, monkeypatch):
+    """The estimate equals the bytes of the built model, but is computed from the config alone: a
+    downloaded config.json claiming 10**7 layers costs no memory before the download is refused."""
+    from mistral_nb.model import Transformer
+    from mistral_nb.quant import model_nbytes, quantize_model
+    from mistral_nb.weights import empty_model
+    model = empty_model(args).to(dtype)
+    full = model_nbytes(model)
+    assert hub.estimate_nbytes(args, dtype) == full
+    assert hub.estimate_nbytes(args, dtype, "int8") == model_nbytes(quantize_model(model))
+    built = []
+    monkeypatch.setattr(Transformer, "__init__", lambda self, a: built.append(a))
+    huge = args.replace(n_layers=10**7)
+    assert hub.estimate_nbytes(huge, dtype) > 10**7 * full // (args.n_layers + 2)
+    with pytest.raises(MemoryError, match="even with int8"):
+        choose_settings(huge, T4)
+    assert built == []
+
+
+@pytest.mark.parametrize("path", ["./checkpoints/mistral-7b", "/no/such/dir", "~/no-such-dir-here",
+                                  "models/mistral/v0.1", "my model"])
+def test_mistyped_local_path_is_not_sent_to_the_hub(path, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def contacted(**kwargs):
+        raise AssertionError(f"the Hub was asked for {kwargs.get('repo_id')!r}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", contacted)
+    with pytest.raises(FileNotFoundError, match=rf"no checkpoint directory at '{re.escape(path)}' \(and it is not a "
+                                                r"Hugging Face repository id, which looks like 'owner/name'\)"):
+        load_pretrained(path, probe=_fake_probe(BIG_CPU))
+
+
+def test_a_file_is_not_a_checkpoint_directory(tiny_ckpt):
+    _, path = tiny_ckpt
+    with pytest.raises(ValueError, match="config.json is a file: pass the checkpoint's directory"):
+        load_pretrained(str(path / "config.json"), probe=_fake_probe(BIG_CPU))

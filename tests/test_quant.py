@@ -143,3 +143,82 @@ def test_progress_bar_counts_bytes_and_names_the_shard(tmp_path, capsys):
     assert "loading s" in err and f"shard {n_shards}/{n_shards}: model-{n_shards:05d}-of-{n_shards:05d}" in err
     load_model(path)                                   # small checkpoint: no bar by default
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ the int8 kernel (decode) and its fallback
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_int8_kernel_and_cast_path_equal_the_dequantized_reference(dtype, rows):
+    from mistral_nb.quant import INT8_KERNEL_MAX_ROWS, Int8Linear, int8_kernel_used
+
+    torch.manual_seed(rows)
+    w = torch.randn(96, 64) * 0.05
+    layer = Int8Linear.from_weight(w.to(dtype))
+    x = torch.randn(rows, 64).to(dtype)
+    ref = x.float() @ layer.dequantize(torch.float32).T                      # float32 reference
+    with torch.no_grad():
+        y = layer(x)
+        y3 = layer(x[None])                                                # (1, rows, 64): same rows
+    assert y.dtype == dtype and y.shape == (rows, 96) and torch.equal(y3[0], y)
+    assert int8_kernel_used(x, rows) == (rows <= INT8_KERNEL_MAX_ROWS.get(dtype, 0))
+    tol = {torch.bfloat16: 2e-2, torch.float16: 2e-3, torch.float32: 1e-5}[dtype]   # the dtype's rounding
+    assert float((y.float() - ref).abs().max() / ref.abs().max()) < tol
+
+
+def test_int8_kernel_is_what_decoding_uses(monkeypatch):
+    """A one-token step of an int8 bf16 model goes through torch._weight_int8pack_mm; a prefill of many
+    tokens does not (cast and multiply)."""
+    from mistral_nb import ModelArgs, Transformer
+    from mistral_nb.quant import quantize_model
+
+    calls = []
+    real = torch._weight_int8pack_mm
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    torch.manual_seed(0)
+    model = quantize_model(Transformer(ModelArgs.tiny()).to(torch.bfloat16)).eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, dtype=torch.long))
+        assert len(calls) == 7 * model.args.n_layers and set(calls) == {1}
+        calls.clear()
+        model(torch.zeros(1, 32, dtype=torch.long))
+    assert calls == []
+
+
+def test_decode_bytes_per_token_counts_int8_weights_and_one_embedding_row():
+    from mistral_nb import ModelArgs, Transformer
+    from mistral_nb.model import weights_read_per_token
+    from mistral_nb.quant import decode_bytes_per_token, quantize_model
+
+    args = ModelArgs.tiny()
+    model = Transformer(args).to(torch.bfloat16)
+    assert decode_bytes_per_token(model) == weights_read_per_token(args, 2)
+    q = quantize_model(model)
+    linear = args.n_layers * (args.dim * args.head_dim * 2 * (args.n_heads + args.n_kv_heads) + 3 * args.dim * args.hidden_dim)
+    scales = sum(m.scale.numel() * m.scale.element_size() for m in q.modules() if hasattr(m, "scale"))
+    assert decode_bytes_per_token(q) == weights_read_per_token(args, 2) - linear * 2 + linear + scales
+
+
+def test_cast_path_reuses_one_buffer_per_dtype():
+    from mistral_nb import quant
+
+    torch.manual_seed(0)
+    big, small = quant.Int8Linear.from_weight(torch.randn(64, 48)), quant.Int8Linear.from_weight(torch.randn(16, 48))
+    x = torch.randn(50, 48, dtype=torch.bfloat16)                       # 50 rows: the cast path
+    quant._CAST_BUFFERS.clear()
+    with torch.no_grad():
+        a = big(x)
+        buf = quant._CAST_BUFFERS[torch.bfloat16]
+        b = small(x)
+        c = big(x)
+    assert quant._CAST_BUFFERS[torch.bfloat16] is buf and buf.numel() == 64 * 48     # reused, not regrown
+    assert torch.equal(a, c) and b.shape == (50, 16)
+    ref = x.float() @ small.dequantize().T
+    assert float((b.float() - ref).abs().max() / ref.abs().max()) < 2e-2
+
+
+def test_int8_kernel_row_limits_are_the_recorded_crossovers():
+    from mistral_nb.quant import INT8_KERNEL_MAX_ROWS
+    from mistral_nb.results import load_recorded
+
+    recorded = load_recorded("benchmarks/results/int8_linear.json")["int8_kernel_max_rows"]
+    assert {str(k).removeprefix("torch."): v for k, v in INT8_KERNEL_MAX_ROWS.items()} == recorded

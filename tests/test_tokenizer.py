@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.resources
+import os
 import random
+import struct
 import time
 
 import pytest
@@ -17,6 +19,7 @@ from mistral_nb.tokenizer import (
     ChatFormatError,
     PieceType,
     Tokenizer,
+    _iter_fields,
     format_chat,
     mistral_v1_model_bytes,
     parse_model_proto,
@@ -343,8 +346,19 @@ def test_from_file_not_a_model(tmp_path, cls, content):
 
 @pytest.mark.parametrize("cls", [Tokenizer, BPETokenizer])
 def test_from_file_directory(tmp_path, cls):
-    with pytest.raises(ValueError, match="not a file"):
+    with pytest.raises(ValueError, match=r"tokenizer model file is not a regular file \(it is a directory\)"):
         cls.from_file(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="POSIX special files")
+@pytest.mark.parametrize("cls", [Tokenizer, BPETokenizer])
+def test_from_file_special_files(tmp_path, cls):
+    """A FIFO is not waited on and /dev/zero is not read forever: both are refused, saying what they are."""
+    os.mkfifo(tmp_path / "pipe.model")
+    os.symlink("/dev/zero", tmp_path / "zero.model")
+    for name, kind in (("pipe.model", r"a FIFO \(named pipe\)"), ("zero.model", "a character device")):
+        with pytest.raises(ValueError, match=rf"{name}: tokenizer model file is not a regular file \(it is {kind}\)"):
+            cls.from_file(tmp_path / name)
 
 
 def test_bpe_refuses_unsupported_models():
@@ -456,3 +470,122 @@ def test_mistral_common_rejects_the_same(mistral_common_v1, messages):
 
     with pytest.raises((MistralCommonException, ValueError)):
         mistral_common_v1.encode_chat_completion(ChatCompletionRequest(messages=messages))
+
+
+# --------------------------------------------------------------------------------------
+# Issue 12: malformed models, surrogates in chat, bools as ids, the package split
+# --------------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, value) -> bytes:
+    """One protobuf field: an int (varint), a float (32-bit) or bytes (length-delimited)."""
+    if isinstance(value, bool) or isinstance(value, int):
+        return _varint(number << 3) + _varint(int(value))
+    if isinstance(value, float):
+        return _varint(number << 3 | 5) + struct.pack("<f", value)
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def _model_bytes(edit_pieces=None, byte_fallback=None) -> bytes:
+    """Mistral's tokenizer.model re-serialized with its pieces edited (a list of [text, score, type])."""
+    pieces, rest = [], b""
+    for number, value in _iter_fields(mistral_v1_model_bytes()):
+        if number == 1:
+            fields = dict(_iter_fields(value))
+            pieces.append([fields.get(1, b"").decode(), fields.get(2, 0.0), fields.get(3, 1)])
+        elif number == 2 and byte_fallback is not None:
+            trainer = [(n, v) for n, v in _iter_fields(value) if n != 35] + [(35, int(byte_fallback))]
+            rest += _field(2, b"".join(_field(n, v) for n, v in trainer))
+        else:
+            rest += _field(number, value)
+    if edit_pieces is not None:
+        edit_pieces(pieces)
+    body = b"".join(_field(1, _field(1, t.encode()) + _field(2, float(sc)) + _field(3, k)) for t, sc, k in pieces)
+    return body + rest
+
+
+def _set(i, **changes):
+    def edit(pieces):
+        text, score, kind = pieces[i]
+        pieces[i] = [changes.get("text", text), score, changes.get("kind", kind)]
+    return edit
+
+
+MALFORMED = {
+    "empty piece": (dict(edit_pieces=_set(1000, text="")), r"piece 1000 is empty"),
+    "duplicate piece": (dict(edit_pieces=lambda p: p.__setitem__(1001, [p[1000][0], -5.0, 1])),
+                        r"piece 1001 \('.+'\) is already defined as piece 1000"),
+    "invalid byte piece": (dict(edit_pieces=_set(3, text="<0xZZ>")),
+                           r"piece 3 \('<0xZZ>'\) is marked BYTE but is not of the form <0x00>..<0xFF>"),
+    "lower-case byte piece": (dict(edit_pieces=_set(13, text="<0x0a>")), r"piece 13 \('<0x0a>'\) is marked BYTE"),
+    "no byte pieces with byte_fallback on": (dict(edit_pieces=lambda p: p.__delitem__(slice(3, 259))),
+                                             r"byte_fallback is on but only 0 of the 256 byte pieces exist"),
+    "a byte piece with byte_fallback off": (dict(byte_fallback=False),
+                                            r"piece 3 \('<0x00>'\) is a byte piece, but byte_fallback is off"),
+    "two <unk>": (dict(edit_pieces=_set(1000, kind=2)), r"piece 1000 \('.+'\) is a second <unk>"),
+    "NUL in a piece": (dict(edit_pieces=_set(1000, text="a\0b")), r"piece 1000 \('a\\x00b'\) contains a NUL"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_bpe_refuses_what_sentencepiece_refuses(case):
+    """Each of these models is refused by sentencepiece when it loads; BPETokenizer refuses it too,
+    naming the piece (it used to accept them and fail later with a bare KeyError on encode)."""
+    kwargs, message = MALFORMED[case]
+    data = _model_bytes(**kwargs)
+    with pytest.raises(RuntimeError):
+        spm.SentencePieceProcessor(model_proto=data)
+    with pytest.raises(ValueError, match=rf"'bad.model' is not a valid sentencepiece model: {message}"):
+        BPETokenizer.from_bytes(data, "bad.model")
+    with pytest.raises(ValueError, match="'bad.model' is not a sentencepiece model"):
+        Tokenizer.from_bytes(data, "bad.model")
+
+
+def test_the_encoder_of_these_tests_keeps_the_model(sp):
+    """Unedited, the re-serialized model is Mistral's (so only the edits make the models above bad)."""
+    data = _model_bytes()
+    assert parse_model_proto(data) == parse_model_proto(mistral_v1_model_bytes())
+    text = "Hello world, ✓ 中文\t🤖"
+    assert spm.SentencePieceProcessor(model_proto=data).encode(text) == sp.encode(text)
+    assert BPETokenizer.from_bytes(data).encode(text) == sp.encode(text)
+
+
+def test_encode_chat_names_the_message_with_a_surrogate(tok):
+    with pytest.raises(ChatFormatError, match=r"message 2 \(role 'user'\): content is not valid Unicode "
+                                              r"\(lone surrogate at position 4\)"):
+        tok.encode_chat([U("fine"), A("also fine"), U("bad \ud800 text")])
+    with pytest.raises(ChatFormatError, match=r"message 0 \(role 'system'\): content is not valid Unicode"):
+        format_chat([S("\udfff"), U("q")])
+
+
+def test_decode_rejects_bool_ids(tok, bpe):
+    torch = pytest.importorskip("torch")
+    for t in (tok, bpe):
+        for ids in ([1, True], torch.tensor([False, True])):
+            with pytest.raises(TypeError, match=r"id at position \d is a bool, not a token id"):
+                t.decode(ids)
+        with pytest.raises(TypeError, match="is a bool"):
+            t.id_to_piece(True)
+
+
+def test_every_old_name_is_importable():
+    """Every name the single-file tokenizer.py defined is still importable from mistral_nb.tokenizer."""
+    import mistral_nb.tokenizer as t
+
+    old = ["BPETokenizer", "ChatFormatError", "ModelSpec", "PieceType", "SPACE", "Tokenizer", "_MISTRAL_V1_PACKAGE",
+           "_MISTRAL_V1_RESOURCE", "_MODEL_NORMALIZER_SPEC", "_MODEL_PIECES", "_MODEL_TRAINER_SPEC",
+           "_NORMALIZER_FIELDS", "_PIECE_SCORE", "_PIECE_TEXT", "_PIECE_TYPE", "_ROLES", "_TRAINER_FIELDS",
+           "_chat_turns", "_check_ids", "_check_text", "_decode_utf8_like_sentencepiece", "_iter_fields",
+           "_read_model_file", "_read_varint", "_utf8_length", "format_chat", "mistral_v1_model_bytes",
+           "parse_model_proto"]
+    assert [n for n in old if not hasattr(t, n)] == []
+    assert set(t.__all__) <= set(dir(t))

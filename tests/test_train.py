@@ -26,13 +26,7 @@ def tiny(task=TASK, **kw):
     return ModelArgs(**base)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Matrices this small train faster on one thread (and give the same numbers on any core count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -207,3 +207,22 @@ def test_mask_explorer_png_is_deterministic():
 
     a, b = mask_explorer(window=3, seq_len=12, layers=2), mask_explorer(window=3, seq_len=12, layers=2)
     assert a.output.outputs[0]["data"]["image/png"] == b.output.outputs[0]["data"]["image/png"]
+
+
+def test_attention_layers_grey_masked_cells_apart_from_zero_weights():
+    from matplotlib.colors import to_hex
+
+    from mistral_nb.viz.training import MASKED_COLOR
+
+    S = 6
+    w = torch.zeros(2, 2, S, S)
+    w[..., torch.arange(S), torch.arange(S)] = 1.0                  # every query on itself: the rest is 0
+    axes = viz.plot_attention_layers(w, [str(i) for i in range(S)], window=3)
+    image = axes[0, 0].images[0]
+    data = image.get_array()
+    assert data.mask[0, 5] and data.mask[5, 0]                      # future, and outside the window: masked
+    assert not data.mask[2, 1] and data[2, 1] == 0                  # allowed, weight 0: a colour of the scale
+    assert to_hex(image.get_cmap().get_bad()) == MASKED_COLOR
+    assert to_hex(image.get_cmap()(0.0)) != MASKED_COLOR
+    texts = [t.get_text() for lg in axes[0, 0].figure.findobj(matplotlib.legend.Legend) for t in lg.get_texts()]
+    assert any(t.startswith("masked") for t in texts)

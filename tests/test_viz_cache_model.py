@@ -126,6 +126,48 @@ def test_chunk_masks_panels_share_one_cell_size():
     assert axes[-1].get_legend() is not None and axes[0].get_legend() is None
 
 
+def chapter_06_panels():
+    """The four panels of chapter 06: chunks 0-3, 4-7, 8-9 into a W = 4 cache, then one decode step."""
+    panels = []
+    for a, b, filled in [(0, 4, []), (4, 8, [0, 1, 2, 3]), (8, 10, [4, 5, 6, 7])]:
+        q = torch.arange(a, b)[None]
+        k = torch.cat([torch.tensor([filled + [-1] * (4 - len(filled))]), q], dim=1)
+        panels.append((chunk_mask(q, k, 4)[0, 0], q[0], k[0], f"{a}-{b - 1}"))
+    q, k = torch.tensor([[10]]), torch.tensor([[8, 9, 10, 7]])
+    panels.append((chunk_mask(q, k, 4, chunk_in_keys=False)[0, 0], q[0], k[0], "decode"))
+    return panels
+
+
+def test_chunk_masks_wrap_onto_a_two_column_grid():
+    panels = chapter_06_panels()
+    axes = viz.plot_chunk_masks(panels)                                # default: two columns
+    boxes = [ax.get_position() for ax in axes]
+    (tl, tr, bl, br), fig = boxes, axes[0].figure
+    assert tl.x0 == pytest.approx(bl.x0) and tr.x0 == pytest.approx(br.x0) and tr.x0 > tl.x1   # two columns
+    assert tl.y1 == pytest.approx(tr.y1) and bl.y1 == pytest.approx(br.y1) and bl.y1 < tl.y0   # two rows, top-aligned
+    cell_w = [b.width * fig.get_figwidth() / T for b, (m, *_) in zip(boxes, panels) for T in [m.shape[1]]]
+    cell_h = [b.height * fig.get_figheight() / C for b, (m, *_) in zip(boxes, panels) for C in [m.shape[0]]]
+    assert cell_w == pytest.approx([0.48] * 4) and cell_h == pytest.approx([0.48] * 4)   # one cell size
+    assert fig.get_figwidth() <= 9.5                                   # fits the book's figure width
+    assert [ax.get_ylabel() for ax in axes] == ["query position", "", "query position", ""]
+    assert axes[-1].get_legend() is not None and all(ax.get_legend() is None for ax in axes[:-1])
+    # the colour key beside the last panel stays inside the figure
+    fig.canvas.draw()
+    key = axes[-1].get_legend().get_window_extent()
+    assert key.x1 <= fig.bbox.x1 and key.y0 >= fig.bbox.y0
+
+
+def test_chunk_masks_in_one_row_or_one_column():
+    panels = chapter_06_panels()
+    row = viz.plot_chunk_masks(panels, ncols=None)
+    assert len({round(ax.get_position().y1, 6) for ax in row}) == 1
+    assert [ax.get_position().x0 for ax in row] == sorted(ax.get_position().x0 for ax in row)
+    column = viz.plot_chunk_masks(panels, ncols=1, legend=False)
+    assert len({round(ax.get_position().x0, 6) for ax in column}) == 1
+    assert [ax.get_position().y0 for ax in column] == sorted((ax.get_position().y0 for ax in column), reverse=True)
+    assert all(ax.get_legend() is None for ax in column)
+
+
 def test_kv_cache_memory_plot_shows_both_caches_and_the_ratio():
     args = ModelArgs.mistral_7b()
     lengths = list(range(0, 32769, 1024))
@@ -196,3 +238,19 @@ def test_table_renders_as_html_markdown_and_text():
     assert repr(t).splitlines() == ["tokens    GB", "4,096   0.54", "<32k>   4.29"]
     with pytest.raises(ValueError, match="2 columns"):
         viz.Table(["a", "b"], [["only one"]])
+
+
+def test_silu_relu_and_the_gate():
+    import numpy as np
+
+    ax = viz.plot_silu_relu()
+    relu, silu, sigmoid = ax.get_lines()[:3]
+    x = np.asarray(silu.get_xdata())
+    assert np.allclose(silu.get_ydata(), x / (1 + np.exp(-x)))
+    assert np.allclose(relu.get_ydata(), np.maximum(x, 0))
+    assert any("minimum -0.278" in t.get_text() for t in ax.texts)
+    ax = viz.plot_swiglu_gate(n=41)
+    z = ax.images[0].get_array()
+    g = np.linspace(-4, 4, 41)
+    assert np.allclose(z[-1], g / (1 + np.exp(-g)) * 4)             # top row: u = 4
+    assert abs(z[:, 0]).max() < 0.3 and abs(z[:, -1]).max() > 10   # closed gate on the left, open on the right

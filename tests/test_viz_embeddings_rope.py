@@ -108,10 +108,17 @@ def test_plot_qk_permutation_draws_the_package_permutation():
 
 
 def test_plot_rope_decay():
-    d = np.arange(0, 100)
-    ax = viz.plot_rope_decay(d, 32.5 / (1 + d))
-    assert len(ax.get_lines()) == 1 and len(ax.get_lines()[0].get_xdata()) == 100
+    d = np.arange(0, 5000)
+    b = 32.5 / (1 + d) + np.abs(np.sin(d))           # a decaying curve that oscillates fast
+    ax = viz.plot_rope_decay(d, b)
+    raw, envelope, mean = ax.get_lines()
+    assert len(raw.get_xdata()) == 5000
+    # the envelope is the maximum of the raw curve in each bin, the mean line its mean: never above it
+    assert np.isclose(envelope.get_ydata().max(), b.max())
+    assert all(m <= e + 1e-12 for m, e in zip(mean.get_ydata(), envelope.get_ydata()))
+    assert len(envelope.get_xdata()) < 100            # binned: a readable line, not a band
     assert "distance" in ax.get_xlabel() and ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()][1].startswith("maximum")
 
 
 def test_plot_error_by_position():

@@ -69,6 +69,12 @@ def test_token_boxes_one_box_per_token_with_piece_and_id():
     edges = [to_hex(b.get_edgecolor()) for b in boxes]
     assert edges[3:7] == [vt._BYTE] * 4
     assert to_hex(boxes[0].get_facecolor()) == vt._CONTROL
+    # the legend's key for ordinary pieces shows several colours: the colours only alternate
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()][0] == "piece, id below (colours alternate)"
+    from matplotlib.patches import Rectangle
+    swatches = {to_hex(r.get_facecolor()) for r in legend.findobj(Rectangle) if r.get_visible()}
+    assert set(vt._PALETTE[:4]) <= swatches
     draw_without_glyph_warnings(ax)
 
 

@@ -1,6 +1,7 @@
 """Checkpoint reading and writing, in both layouts, and the errors for bad checkpoints."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -165,3 +166,145 @@ def test_invalid_config_in_checkpoint(ckpt):
 def test_path_is_a_file(ckpt):
     with pytest.raises(CheckpointError, match="expected a checkpoint directory"):
         load_model(ckpt / "params.json")
+
+
+# ---------------------------------------------------------------- saving replaces, atomically
+def _files(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+
+@pytest.mark.parametrize("old,new", [(("hf", 20_000), ("hf", None)), (("mistral", None), ("hf", None)),
+                                     (("hf", 20_000), ("mistral", None)), (("hf", None), ("hf", 40_000)),
+                                     (("hf", 20_000), ("hf", 40_000))])
+def test_save_replaces_an_older_checkpoint(model, tmp_path, old, new):
+    """Saving into a directory that holds an older checkpoint (the other layout, or sharded then
+    unsharded, or another shard count) leaves exactly the new checkpoint, and files that are not part
+    of a checkpoint (a tokenizer) where they were."""
+    older = random_model(tiny_args(n_layers=2), seed=7)
+    path = save_checkpoint(older, tmp_path / "ckpt", layout=old[0], max_shard_bytes=old[1])
+    (path / "tokenizer.model").write_bytes(b"not touched")
+    old_files = _files(path)
+    new_files = _files(save_checkpoint(model, tmp_path / "reference", layout=new[0], max_shard_bytes=new[1]))
+    assert set(old_files) - set(new_files) - {"tokenizer.model"}, "the old checkpoint has files the new one lacks"
+    save_checkpoint(model, path, layout=new[0], max_shard_bytes=new[1])
+    assert _files(path) == sorted(new_files + ["tokenizer.model"])
+    assert _same(load_model(path), model)
+    assert (path / "tokenizer.model").read_bytes() == b"not touched"
+    assert _files(tmp_path) == ["ckpt", "reference"]        # no temporary directory left behind
+
+
+def test_failed_save_changes_nothing(model, tmp_path, monkeypatch):
+    """A write that fails half-way (here: the disk fills up during the weights) leaves an existing
+    checkpoint as it was and creates no new directory; the config is never written without weights."""
+    import safetensors.torch
+    older = random_model(tiny_args(n_layers=1), seed=7)
+    path = save_checkpoint(older, tmp_path / "ckpt")
+    before = {f: (path / f).read_bytes() for f in _files(path)}
+    real_save = safetensors.torch.save_file
+
+    def disk_full(tensors, filename, metadata=None):
+        real_save(dict(list(tensors.items())[:2]), filename, metadata=metadata)     # a partial file...
+        raise OSError(28, "No space left on device")                               # ...then the disk is full
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    for layout in ("mistral", "hf"):
+        with pytest.raises(OSError, match="No space left on device"):
+            save_checkpoint(model, path, layout=layout)
+        assert {f: (path / f).read_bytes() for f in _files(path)} == before
+        with pytest.raises(OSError, match="No space left on device"):
+            save_checkpoint(model, tmp_path / "fresh", layout=layout)
+        assert not (tmp_path / "fresh").exists()
+    assert _files(tmp_path) == ["ckpt"]
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    assert _same(load_model(path), older)
+
+
+def test_bad_save_arguments_create_nothing(model, tmp_path):
+    from mistral_nb.weights import empty_model
+    for kwargs, exc, message in [
+        (dict(layout="gguf"), ValueError, "layout must be 'hf' or 'mistral', got 'gguf'"),
+        (dict(dtype="int8"), ValueError, "unsupported dtype 'int8'"),
+        (dict(layout="mistral", max_shard_bytes=1000), ValueError,
+         "max_shard_bytes applies to the Hugging Face layout"),
+        (dict(layout="hf", max_shard_bytes=0), ValueError, "max_shard_bytes must be a positive int or None, got 0"),
+    ]:
+        with pytest.raises(exc, match=message):
+            save_checkpoint(model, tmp_path / "x", **kwargs)
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match=r"tensor 'tok_embeddings.weight' is on the meta device \(an empty model\)"):
+        save_checkpoint(empty_model(model.args), tmp_path / "x")
+    with pytest.raises(TypeError, match="save_checkpoint expects a Transformer, got OrderedDict"):
+        save_checkpoint(model.state_dict(), tmp_path / "x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="file: it exists and is not a directory"):
+        save_checkpoint(model, tmp_path / "file")
+    src = save_checkpoint(model, tmp_path / "src")
+    with pytest.raises(ValueError, match="layout must be 'hf' or 'mistral', got 'safetensors'"):
+        convert_checkpoint(src, tmp_path / "y", "safetensors")
+    assert _files(tmp_path) == ["file", "src"]
+
+
+def test_convert_refuses_the_same_directory(model, tmp_path):
+    src = save_checkpoint(model, tmp_path / "m", layout="mistral")
+    for dst in (src, tmp_path / "m" / ".." / "m"):
+        with pytest.raises(ValueError, match=r"src and dst are the same directory"):
+            convert_checkpoint(src, dst, "hf")
+    assert _files(src) == ["consolidated.safetensors", "params.json"]
+    assert _same(load_model(convert_checkpoint(src, tmp_path / "h", "hf")), model)
+
+
+@pytest.mark.parametrize("layout", ["mistral", "hf"])
+def test_save_int8_model_writes_a_loadable_checkpoint(model, tmp_path, layout):
+    """An int8 model is saved dequantized (q * scale): a standard checkpoint that computes what the
+    int8 model computes, and that quantizes back to the same int8 weights."""
+    from mistral_nb.quant import Int8Linear, quantize_model
+    int8 = quantize_model(random_model(tiny_args(n_layers=2), seed=3))
+    path = save_checkpoint(int8, tmp_path / "q", layout=layout)
+    tokens = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        assert rel_err(load_model(path)(tokens), int8(tokens)) < 1e-5
+    again = load_model(path, quantize="int8")
+    for name, m in int8.named_modules():
+        if isinstance(m, Int8Linear):
+            back = again.get_submodule(name)
+            assert torch.equal(back.weight, m.weight), name
+            assert torch.allclose(back.scale, m.scale, rtol=1e-6, atol=0), name
+
+
+# ---------------------------------------------------------------- the package split
+def test_every_old_name_is_importable():
+    """Every name the single-file weights.py defined or re-exported is still importable from mistral_nb.weights."""
+    import mistral_nb.weights as w
+    old = ["CheckpointError", "DTYPE_NAMES", "FLOAT_DTYPES", "Int8Linear", "ModelArgs", "PICKLE_SUFFIXES",
+           "QUANTIZE_MODES", "TensorInfo", "Transformer", "_HF_LAYER", "_HF_TOP", "_MISTRAL_LAYER", "_MISTRAL_TOP",
+           "_is_q_or_k", "_release", "_set_tensor", "_weight_files", "convert_checkpoint", "detect_layout",
+           "empty_model", "hf_to_mistral_name", "hf_to_mistral_qk", "iter_checkpoint", "load_model",
+           "mistral_to_hf_name", "mistral_to_hf_qk", "plan_checkpoint", "quantize_model", "read_args", "read_header",
+           "read_tensor", "resolve_device", "resolve_dtype", "save_checkpoint", "state_dict_for_layout", "weight_files"]
+    assert [n for n in old if not hasattr(w, n)] == []
+
+
+@pytest.mark.parametrize("args", [tiny_args(n_layers=2), tiny_args(n_layers=3, n_kv_heads=4, head_dim=32)])
+def test_expected_shapes_match_the_model(args):
+    from mistral_nb.weights import empty_model, expected_shapes
+    assert expected_shapes(args) == {k: tuple(v.shape) for k, v in empty_model(args).state_dict().items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_first_non_finite_finds_the_first_culprit(dtype, monkeypatch):
+    from mistral_nb.weights import first_non_finite, loading
+    monkeypatch.setattr(loading, "FINITE_CHECK_ELEMENTS", 64)          # several chunks even for a small tensor
+    t = torch.randn(30, 20).to(dtype)
+    assert first_non_finite(t) is None
+    assert first_non_finite(torch.zeros(3, 0)) is None and first_non_finite(torch.arange(4)) is None
+    for where, value in (((29, 19), math.nan), ((4, 7), math.inf), ((0, 0), -math.inf)):
+        bad = t.clone()
+        bad[where] = value
+        bad[29, 19] = math.nan
+        assert first_non_finite(bad) == where

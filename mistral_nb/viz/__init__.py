@@ -16,3 +16,5 @@ from .model import *  # noqa: F401,F403
 from .performance import *  # noqa: F401,F403
 from .quant import *  # noqa: F401,F403
 from .training import *  # noqa: F401,F403
+from .language import *  # noqa: F401,F403
+from .parallel import *  # noqa: F401,F403

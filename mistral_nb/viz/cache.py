@@ -118,29 +118,42 @@ def plot_chunk_mask(mask, q_pos, k_pos, ax=None, title: str = "", n_cache: Optio
     return ax
 
 
-def plot_chunk_masks(panels, cell: float = 0.38, legend: bool = True):
-    """Several chunk masks side by side, top-aligned, every cell the same size (``cell`` inches).
+def plot_chunk_masks(panels, cell: float = 0.48, legend: bool = True, ncols: Optional[int] = 2):
+    """Several chunk masks on a grid of ``ncols`` columns (None: one row), panels top-aligned in each
+    row, every cell the same size (``cell`` inches).
 
-    panels: list of (mask (C, T), q_pos (C,), k_pos (T,), title) as for ``plot_chunk_mask``.
-    Returns the list of Axes.
+    panels: list of (mask (C, T), q_pos (C,), k_pos (T,), title) as for ``plot_chunk_mask``, placed
+    row by row. A column is as wide as its widest panel, a row as tall as its tallest; the colour key
+    sits to the right of the last panel. Returns the list of Axes.
     """
     import matplotlib.pyplot as plt
 
     shapes = [tuple(_as_int_array(m).shape) for m, *_ in panels]
-    left, gap, right, top, bottom = 0.75, 0.85, (2.1 if legend else 0.2), 0.75, 0.85
-    width = left + sum(T for _, T in shapes) * cell + gap * (len(panels) - 1) + right
-    rows = max(C for C, _ in shapes)
-    height = top + rows * cell + bottom
+    n = len(panels)
+    ncols = n if ncols is None else max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    spot = [divmod(i, ncols) for i in range(n)]                       # (row, column) of each panel
+    col_w = [max(T for (C, T), (r, c) in zip(shapes, spot) if c == col) * cell for col in range(ncols)]
+    row_h = [max(C for (C, T), (r, c) in zip(shapes, spot) if r == row) * cell for row in range(nrows)]
+    left, gap, right, top, bottom, key_w = 0.75, 0.85, 0.2, 0.6, 0.65, 2.1
+    col_x = [left + sum(col_w[:c]) + gap * c for c in range(ncols)]
+    row_top = [top + sum(row_h[:r]) + (top + bottom) * r for r in range(nrows)]   # inches from the top
+    width = left + sum(col_w) + gap * (ncols - 1) + right
+    if legend:                                                        # room for the key beside the last panel
+        r, c = spot[-1]
+        width = max(width, col_x[c] + shapes[-1][1] * cell + key_w)
+    height = sum(row_h) + (top + bottom) * nrows
     fig = plt.figure(figsize=(width, height))
-    axes, x = [], left
-    for i, ((C, T), (m, q, k, title)) in enumerate(zip(shapes, panels)):
-        ax = fig.add_axes([x / width, (height - top - C * cell) / height, T * cell / width, C * cell / height])
-        plot_chunk_mask(m, q, k, ax=ax, title=title, legend=legend and i == len(panels) - 1)
-        if i:
+    axes = []
+    for i, ((C, T), (r, c), (m, q, k, title)) in enumerate(zip(shapes, spot, panels)):
+        ax = fig.add_axes([col_x[c] / width, (height - row_top[r] - C * cell) / height,
+                           T * cell / width, C * cell / height])
+        plot_chunk_mask(m, q, k, ax=ax, title=title, legend=legend and i == n - 1)
+        if c:
             ax.set_ylabel("")
+        if i:
             ax.set_xlabel("key position")
         axes.append(ax)
-        x += T * cell + gap
     return axes
 
 

@@ -1,4 +1,5 @@
-"""Figures of chapter 07: where the parameters are, what they weigh, and how close we are to transformers."""
+"""Figures of chapter 07: the SwiGLU activation and its gate, where the parameters are, what they
+weigh, and how close we are to transformers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,59 @@ import numpy as np
 
 from .common import new_axes
 
-__all__ = ["plot_param_breakdown", "plot_memory_by_dtype", "plot_parity_errors", "Table"]
+__all__ = ["plot_silu_relu", "plot_swiglu_gate", "plot_param_breakdown", "plot_memory_by_dtype",
+           "plot_parity_errors", "Table"]
 
 _PALETTE = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8d99ae", "#6d597a"]
+
+
+def plot_silu_relu(ax=None, lo: float = -5.0, hi: float = 3.0):
+    """ReLU, SiLU (x * sigmoid(x)) and sigmoid(x) on [lo, hi], with SiLU's minimum marked.
+
+    SiLU is smooth, lets small negative values through, and has its minimum of about -0.278 at
+    x = -1.278; for large |x| it approaches ReLU.
+    """
+    ax = new_axes(ax, figsize=(5.6, 3.6))
+    x = np.linspace(lo, hi, 801)
+    sig = 1 / (1 + np.exp(-x))
+    ax.plot(x, np.maximum(x, 0), color="#8d99ae", lw=2, label="ReLU(x) = max(x, 0)")
+    ax.plot(x, x * sig, color="#e76f51", lw=2, label="SiLU(x) = x · sigmoid(x)")
+    ax.plot(x, sig, color="#2a9d8f", lw=1.2, ls="--", label="sigmoid(x)")
+    i = int(np.argmin(x * sig))
+    ax.plot([x[i]], [x[i] * sig[i]], "o", color="#e76f51", ms=5)
+    ax.annotate(f"minimum {x[i] * sig[i]:.3f} at x = {x[i]:.2f}", (x[i], x[i] * sig[i]), textcoords="offset points",
+                xytext=(6, -14), fontsize=8, color="#e76f51")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(-1, hi)
+    ax.set_xlabel("x")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("SiLU against ReLU", fontsize=10)
+    return ax
+
+
+def plot_swiglu_gate(ax=None, lim: float = 4.0, n: int = 201):
+    """One hidden unit of SwiGLU, silu(g) * u, as a map over the gate pre-activation g = (w1 x)_i and
+    the value u = (w3 x)_i. Where g is well below 0 the unit is nearly switched off whatever u says
+    (|silu(g)| <= 0.278); where g is positive it passes u, scaled by about g. The colour scale is
+    clipped at +-lim so that the small outputs of a closed gate stay visible as pale."""
+    ax = new_axes(ax, figsize=(5.0, 4.0))
+    g = np.linspace(-lim, lim, n)
+    u = np.linspace(-lim, lim, n)
+    G, U = np.meshgrid(g, u)
+    Z = G / (1 + np.exp(-G)) * U
+    im = ax.imshow(Z, origin="lower", extent=(-lim, lim, -lim, lim), cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   aspect="auto", interpolation="nearest")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.text(-lim / 2, lim * 0.8, "gate closed:\noutput near 0\nwhatever u", ha="center", va="top", fontsize=8)
+    ax.text(lim / 2, lim * 0.1, "gate open:\noutput ≈ g · u", ha="center", va="center", fontsize=8)
+    ax.set_xlabel("gate g = (w1 x)_i")
+    ax.set_ylabel("value u = (w3 x)_i")
+    ax.set_title("one hidden unit: silu(g) · u", fontsize=10)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, extend="both", label=f"unit output (clipped at ±{lim:g})")
+    return ax
 
 
 def _human(n: float) -> str:

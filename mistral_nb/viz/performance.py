@@ -1,4 +1,5 @@
-"""Plots of the recorded benchmarks (benchmarks/results/*.json) for the performance chapter."""
+"""Plots of the performance chapter: the recorded benchmarks (benchmarks/results/*.json), the
+roofline of a machine with forward passes placed on it, and the tiles of a one-pass attention."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import matplotlib.pyplot as plt
 
 from .common import new_axes
 
-__all__ = ["plot_banded_vs_dense", "plot_kv_cache_gb", "plot_speed_ratios", "plot_attention_cost"]
+__all__ = ["plot_banded_vs_dense", "plot_kv_cache_gb", "plot_speed_ratios", "plot_attention_cost",
+           "plot_roofline", "plot_flash_tiles"]
 
 
 def plot_attention_cost(seq_lens: Sequence[int], window: int, ax=None):
@@ -32,27 +34,37 @@ def plot_attention_cost(seq_lens: Sequence[int], window: int, ax=None):
 
 
 def plot_banded_vs_dense(rows: Sequence[dict], axes=None):
-    """Two panels from banded_vs_dense.json rows: time and peak memory per sequence length."""
+    """Two panels from banded_vs_dense.json rows: time and peak memory per sequence length.
+
+    Both axes are logarithmic, so the S^2 growth of dense attention and the S x W growth of the
+    banded path are straight lines of different slopes; each length's speed-up is written just
+    below and to the right of its banded point, under the rising curves and inside the axes (the
+    time axis reaches low enough to hold it), so no label crosses a curve or the tick labels.
+    """
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        _, axes = plt.subplots(1, 2, figsize=(9.2, 3.8), layout="constrained")
     S = [r["seq_len"] for r in rows]
     axes[0].plot(S, [r["dense_s"] for r in rows], "o-", label="dense masked")
     axes[0].plot(S, [r["banded_s"] for r in rows], "s-", label="banded")
     for r in rows:
-        axes[0].annotate(f"{r['speedup']:.1f}×", (r["seq_len"], r["banded_s"]), textcoords="offset points",
-                         xytext=(0, -14), ha="center", fontsize=8)
-    axes[0].set_xlabel("sequence length S")
+        axes[0].annotate(f"{r['speedup']:.1f}× faster", (r["seq_len"], r["banded_s"]), textcoords="offset points",
+                         xytext=(5, -7), ha="left", va="top", fontsize=8, color="#333333")
     axes[0].set_ylabel("seconds per attention call")
     axes[0].set_title("time (median)")
     axes[1].plot(S, [r["dense_peak_mb"] for r in rows], "o-", label="dense masked")
     axes[1].plot(S, [r["banded_peak_mb"] for r in rows], "s-", label="banded")
-    axes[1].set_xlabel("sequence length S")
     axes[1].set_ylabel("peak extra memory (MB)")
     axes[1].set_title("memory")
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xticks(S, [f"{s // 1024}k" for s in S])
-        ax.legend(fontsize=8)
+        ax.set_xlim(S[0] / 1.3, S[-1] * 1.8)
+        ax.set_xlabel("sequence length S")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    times = [r[k] for r in rows for k in ("dense_s", "banded_s")]
+    axes[0].set_ylim(min(times) / 2.5, max(times) * 1.6)            # room for the labels under the lowest point
     return axes
 
 
@@ -98,4 +110,80 @@ def plot_speed_ratios(summary: dict, ax=None):
     ax.set_xlim(0, max(1.3, max(r for _, r in rows) * 1.2))
     ax.set_ylim(-0.6, len(rows) - 0.1)
     ax.set_title("mistral_nb vs transformers, same checkpoint (CPU)")
+    return ax
+
+
+def _si(x: float, unit: str) -> str:
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def plot_roofline(machine, points: Sequence[dict], ax=None, title: str = ""):
+    """A machine's roofline on log-log axes: attainable FLOP/s against arithmetic intensity
+    (FLOP per byte), with the ridge point marked, and forward passes placed on it.
+
+    machine: a ``roofline.Machine``. points: dicts with ``label`` and ``cost`` (a ``roofline.Cost``:
+    drawn on the roof, filled); optionally ``achieved`` (a measured FLOP/s: drawn hollow at that
+    height, joined to the roof, and labelled there), ``color``, ``offset`` (label offset in points,
+    default (6, -10)) and ``ha`` (the label's horizontal alignment, default "left").
+    """
+    import numpy as np
+
+    ax = new_axes(ax, figsize=(6.4, 4.2))
+    intensities = [p["cost"].intensity for p in points]
+    lo = min([machine.ridge / 30] + [i / 3 for i in intensities])
+    hi = max([machine.ridge * 30] + [i * 3 for i in intensities])
+    x = np.logspace(np.log10(lo), np.log10(hi), 200)
+    ax.plot(x, [machine.attainable(v) for v in x], color="black", lw=2)
+    bottom = machine.attainable(lo) / 10
+    ax.axvline(machine.ridge, color="#777777", ls=":", lw=1)
+    ax.text(machine.ridge * 1.12, bottom * 1.5, f"ridge {machine.ridge:.3g} FLOP/byte", fontsize=8,
+            color="#555555", va="bottom", ha="left")
+    ax.text(0.02, 0.97, f"roof = min({_si(machine.peak_flops, 'FLOP/s')}, {_si(machine.bandwidth, 'B/s')} × intensity)",
+            transform=ax.transAxes, fontsize=8, va="top")
+    cmap = plt.get_cmap("tab10")
+    for k, p in enumerate(points):
+        c = p["cost"]
+        color = p.get("color", cmap(k % 10))
+        y = machine.attainable(c.intensity)
+        ax.plot([c.intensity], [y], "o", color=color, ms=7, zorder=3)
+        at = y
+        if p.get("achieved") is not None:
+            at = p["achieved"]
+            ax.plot([c.intensity], [at], "o", mfc="white", mec=color, mew=1.5, ms=7, zorder=3)
+            ax.plot([c.intensity] * 2, [at, y], color=color, lw=0.8, ls="--")
+        ax.annotate(p["label"], (c.intensity, at), textcoords="offset points", xytext=p.get("offset", (6, -10)),
+                    fontsize=8, color=color, va="top", ha=p.get("ha", "left"))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(bottom, machine.peak_flops * 4)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
+    ax.set_ylabel("attainable FLOP/s")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set_title(title or machine.name, fontsize=10)
+    return ax
+
+
+def plot_flash_tiles(seq_len: int, window, block: int, ax=None, title: str = ""):
+    """The sliding-window mask (blue) and the (block x block) tiles a one-pass attention computes
+    (black outlines, from ``flash.visited_tiles``); tiles that hold no allowed pair are skipped."""
+    from matplotlib.patches import Rectangle
+
+    from ..flash import visited_tiles
+    from ..masks import sliding_window_mask
+
+    ax = new_axes(ax, figsize=(4.6, 4.6))
+    mask = sliding_window_mask(seq_len, window).float().numpy()
+    ax.imshow(mask, cmap="Blues", vmin=0, vmax=1.6, interpolation="nearest")
+    tiles = visited_tiles(seq_len, window, block, block)
+    for q0, q1, k0, k1 in tiles:
+        ax.add_patch(Rectangle((k0 - 0.5, q0 - 0.5), k1 - k0, q1 - q0, fill=False, edgecolor="black", lw=1.4))
+    n = -(-seq_len // block)
+    ax.set_xlabel("key position")
+    ax.set_ylabel("query position")
+    ax.set_title(title or f"S = {seq_len}, W = {window}, tiles of {block}: {len(tiles)} of {n * n} computed",
+                 fontsize=10)
     return ax

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from .common import new_axes
 
-__all__ = ["plot_int8_row", "plot_channel_scales", "plot_load_memory", "channel_errors"]
+__all__ = ["plot_int8_row", "plot_channel_scales", "plot_load_memory", "channel_errors", "plot_decode_vs_ceiling"]
 
 
 def _np(t) -> np.ndarray:
@@ -114,4 +115,29 @@ def plot_load_memory(result: Mapping, ax=None, limit: float = 1.15):
     ax.legend(fontsize=8, loc="upper left")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    return ax
+
+
+def plot_decode_vs_ceiling(summary: Mapping, ax=None, title: str = "Mistral 7B decoding on this CPU"):
+    """Decode tokens/s of each recorded method (``benchmarks/results/cpu_7b.json``'s summary) as bars,
+    each with its memory-bandwidth ceiling (bytes read per token / measured read bandwidth) as a
+    line above it, labelled with the fraction reached."""
+    names = list(summary)
+    got = [summary[n]["decode_tokens_per_s"] for n in names]
+    ceiling = [summary[n]["ceiling_tokens_per_s"] for n in names]
+    ax = ax or plt.subplots(figsize=(6.2, 3.4), layout="constrained")[1]
+    x = np.arange(len(names))
+    colors = ["#1f77b4" if "int8" not in n else "#2ca02c" for n in names]
+    ax.bar(x, got, width=0.55, color=colors, alpha=0.85, label="measured decode")
+    for xi, c, g in zip(x, ceiling, got):
+        ax.hlines(c, xi - 0.36, xi + 0.36, color="#d62728", linewidth=2)
+        ax.text(xi, c, f"ceiling {c:.2f}", ha="center", va="bottom", fontsize=8, color="#d62728")
+        ax.text(xi, g / 2, f"{g:.2f} tok/s\n{g / c:.0%} of ceiling", ha="center", va="center", fontsize=8,
+                color="white")
+    ax.set_xticks(x, [n.replace("_", " ") for n in names])
+    ax.set_ylabel("tokens per second (batch 1)")
+    ax.set_ylim(0, max(ceiling) * 1.25)
+    ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
     return ax

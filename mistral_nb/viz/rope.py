@@ -104,20 +104,36 @@ def plot_qk_permutation(head_dim: int = 8, ax=None):
     return ax
 
 
-def plot_rope_decay(distances, bound, ax=None):
+def plot_rope_decay(distances, bound, ax=None, bins_per_decade: int = 12):
     """RoFormer's relative upper bound of a RoPE attention score against the relative distance.
 
     distances: (N,) non-negative ints; bound: (N,) values (computed by the caller).
+    Past a few dozen tokens the bound oscillates faster than a figure can show, so the raw curve is
+    drawn faintly and, over it, its maximum (the envelope) and mean in logarithmic bins of distance
+    (``bins_per_decade`` per factor of ten).
     """
     d, b = np.asarray(distances, dtype=float), np.asarray(bound, dtype=float)
     ax = new_axes(ax, figsize=(6.5, 3.6))
-    ax.plot(d, b, lw=0.8, color="tab:blue")
+    ax.plot(d, b, lw=0.5, color="tab:blue", alpha=0.25, label="bound at each distance")
+    top = np.log10(max(d.max(), 10.0))
+    edges = np.unique(np.concatenate([np.arange(0, 10), np.round(np.logspace(1, top, int((top - 1) * bins_per_decade) + 1))]))
+    centres, highs, means = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (d >= lo) & (d < hi) if hi < edges[-1] else (d >= lo) & (d <= hi)
+        if sel.any():
+            centres.append(d[sel].mean())
+            highs.append(b[sel].max())
+            means.append(b[sel].mean())
+    ax.plot(centres, highs, color="tab:blue", lw=1.8, label="maximum in each bin (envelope)")
+    ax.plot(centres, means, color="tab:orange", lw=1.4, ls="--", label="mean in each bin")
     ax.set_xscale("symlog", linthresh=10)
     ax.set_xlim(0, d.max())
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("relative distance m - n (tokens)")
     ax.set_ylabel("relative upper bound")
     ax.set_title("RoPE's long-term decay (Su et al., Fig. 2), D = 128, theta = 1e4", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
     return ax
 
 

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.patches import FancyBboxPatch, Patch
 
 from .common import new_axes
@@ -126,11 +127,15 @@ def plot_token_boxes(examples: Sequence[tuple], ax=None, width: int = 64, fontsi
     ax.set_ylim(-height_units, 0.2)
     ax.axis("off")
     if legend:
-        ax.legend(handles=[Patch(facecolor=_PALETTE[0], label="piece (its id below)"),
-                           Patch(facecolor=_BYTE_FACE, edgecolor=_BYTE, label="byte fallback <0xNN>"),
-                           Patch(facecolor=_CONTROL, label="control id (<s>, </s>)")],
+        # ordinary pieces cycle through the palette only to tell neighbours apart, so their key shows
+        # several colours side by side: the colour itself means nothing
+        pieces_key = tuple(Patch(facecolor=c, edgecolor="white") for c in _PALETTE[:4])
+        ax.legend(handles=[pieces_key, Patch(facecolor=_BYTE_FACE, edgecolor=_BYTE),
+                           Patch(facecolor=_CONTROL)],
+                  labels=["piece, id below (colours alternate)", "byte fallback <0xNN>", "control id (<s>, </s>)"],
+                  handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, handlelength=3.2,
                   loc="lower left", ncol=3, fontsize=fontsize * 0.85, frameon=False,
-                  bbox_to_anchor=(0, 0), borderaxespad=0.1)
+                  bbox_to_anchor=(0, 0), borderaxespad=0.1, columnspacing=1.2)
     return ax
 
 

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.patches import Patch
 
 from .common import heatmap, new_axes
 
@@ -23,6 +24,7 @@ __all__ = ["plot_loss_curve", "plot_recall_by_distance", "plot_attention_layers"
            "plot_hop_path"]
 
 KEY_COLOR = "#d62728"
+MASKED_COLOR = "#b8b8b8"   # cells the mask forbids: grey, so they cannot be read as weights near 0
 
 
 def _np(x) -> np.ndarray:
@@ -86,7 +88,8 @@ def plot_attention_layers(maps, labels: Optional[Sequence[str]] = None, window: 
 
     maps: (L, H, S, S) weights (``tasks.attention_maps(model, tokens)[:, 0]``).
     positions: (start, stop) to show only queries and keys in that range.
-    window: masked cells (outside the causal window) are left white.
+    window: masked cells (outside the causal window) are grey, distinct from the palest colour
+    (a weight of 0), and a legend entry says so.
     key_pos: the key's column and row labels are drawn in red.
     Returns the (L, H) array of Axes.
     """
@@ -106,12 +109,13 @@ def plot_attention_layers(maps, labels: Optional[Sequence[str]] = None, window: 
         side = max(1.8, n * cell)
         fig = plt.figure(figsize=(side * H + 1.2, side * L + 0.8), layout="constrained")
     axes = np.array(fig.subplots(L, H, squeeze=False))
+    cmap = plt.get_cmap("magma_r").with_extremes(bad=MASKED_COLOR)
     for layer in range(L):
         for h in range(H):
             ax = axes[layer, h]
             bottom, left = layer == L - 1, h == 0
             heatmap(w[layer, h], ax=ax, xlabels=lab if bottom else None, ylabels=lab if left else None,
-                    vmin=0.0, vmax=1.0, colorbar=False, cmap="magma_r",
+                    vmin=0.0, vmax=1.0, colorbar=False, cmap=cmap,
                     xlabel="key" if bottom else "", ylabel=f"layer {layer + 1}\nquery" if left else "")
             if not bottom:
                 ax.set_xticks([])
@@ -125,7 +129,9 @@ def plot_attention_layers(maps, labels: Optional[Sequence[str]] = None, window: 
                 for ticks in (ax.get_xticklabels() if bottom else []), (ax.get_yticklabels() if left else []):
                     if k < len(ticks):
                         ticks[k].set_color(KEY_COLOR)
-    fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), shrink=0.5, label="attention weight")
+    bar = fig.colorbar(axes[0, 0].images[0], ax=axes.ravel().tolist(), shrink=0.5, label="attention weight")
+    bar.ax.legend(handles=[Patch(facecolor=MASKED_COLOR, edgecolor="#888888", label="masked\n(not a key\nof this query)")],
+                  loc="upper left", bbox_to_anchor=(-0.5, -0.04), fontsize=8, frameon=False, handlelength=1.2)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     return axes

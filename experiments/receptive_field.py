@@ -15,10 +15,7 @@ Everything is seeded; on one machine the same command gives the same numbers.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +24,7 @@ import torch
 
 from mistral_nb import ModelArgs, save_checkpoint
 from mistral_nb.masks import receptive_field
+from mistral_nb.results import machine_info
 from mistral_nb.tasks import KeyRecall, accuracy_by_distance
 from mistral_nb.train import seeded_model, train
 
@@ -73,13 +71,6 @@ def summarize(acc: list, reach, chance: float) -> dict:
         out.update(mean_beyond_reach=round(sum(beyond) / len(beyond), 4), max_beyond_reach=round(max(beyond), 4),
                    chance=round(chance, 4))
     return out
-
-
-def machine() -> dict:
-    info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine(), "platform": platform.platform()}
-    return info
 
 
 def main() -> None:
@@ -131,7 +122,7 @@ def main() -> None:
         return
     out = {
         "command": "python " + " ".join(["experiments/receptive_field.py"] + sys.argv[1:]),
-        "machine": machine(),
+        "machine": machine_info(),
         "total_seconds": round(time.perf_counter() - t_all, 1),
         "tasks": {k: {**vars(t), "vocab_size": t.vocab_size, "max_distance": t.max_distance, "chance": t.chance}
                   for k, t in TASKS.items()},

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -13,21 +11,13 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from mistral_nb.results import machine_info  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 
 
-def machine() -> dict:
-    """What the numbers were measured on."""
-    info = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_cores": os.cpu_count(), "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}
-    try:
-        info["ram_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
-    except (ValueError, OSError):
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
+machine = machine_info          # what the numbers were measured on
 
 
 def command() -> str:

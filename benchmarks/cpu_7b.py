@@ -6,6 +6,7 @@ files. Then, each in a fresh process (a 7B model in bf16 fills 14.5 GB: two cann
 interleaved over ``--rounds`` rounds:
 
 * ``ours_bf16``   ``load_model(dtype=bfloat16)``, streamed tensor by tensor;
+* ``ours_bf16_packed``  ``load_model(dtype=bfloat16, pack=True)``: linear weights packed for oneDNN (cpu_pack.py);
 * ``ours_int8``   ``load_model(dtype=bfloat16, quantize="int8")``: the blocks' linear weights in int8;
 * ``hf_bf16``     transformers' ``MistralForCausalLM.from_pretrained(dtype=bfloat16)``.
 
@@ -41,7 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 DEFAULT_DIR = Path(os.environ.get("MISTRAL_NB_CACHE", Path.home() / ".cache" / "mistral_nb")) / "mistral-7b-random-bf16"
-METHODS = ("ours_bf16", "ours_int8", "hf_bf16")
+METHODS = ("ours_bf16", "ours_bf16_packed", "ours_int8", "hf_bf16")
 SHARD_BYTES = 4 * 2**30
 GB = 1e9
 
@@ -130,7 +131,7 @@ def child(method: str, path: Path, prompt_len: int, new_tokens: int, reps: int) 
         if method.startswith("ours"):
             from mistral_nb import load_model
             model = load_model(path, dtype=torch.bfloat16, quantize="int8" if method == "ours_int8" else None,
-                               progress=False)
+                               pack=method == "ours_bf16_packed", progress=False)
         else:
             from transformers import MistralForCausalLM
             model = MistralForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
@@ -205,6 +206,11 @@ def summarize(runs: list, methods) -> tuple[dict, dict, float]:
     if {"ours_bf16", "hf_bf16"} <= set(summary):
         ratios["ours_bf16_decode_time_over_hf"] = round(summary["hf_bf16"]["decode_tokens_per_s"] / summary["ours_bf16"]["decode_tokens_per_s"], 3)
         ratios["ours_bf16_prefill_time_over_hf"] = round(summary["hf_bf16"]["prefill_tokens_per_s"] / summary["ours_bf16"]["prefill_tokens_per_s"], 3)
+    if {"ours_bf16_packed", "hf_bf16"} <= set(summary):
+        ratios["ours_packed_decode_time_over_hf"] = round(summary["hf_bf16"]["decode_tokens_per_s"] / summary["ours_bf16_packed"]["decode_tokens_per_s"], 3)
+        ratios["ours_packed_prefill_time_over_hf"] = round(summary["hf_bf16"]["prefill_tokens_per_s"] / summary["ours_bf16_packed"]["prefill_tokens_per_s"], 3)
+    if {"ours_bf16", "ours_bf16_packed"} <= set(summary):
+        ratios["packed_over_bf16_decode_tokens_per_s"] = round(summary["ours_bf16_packed"]["decode_tokens_per_s"] / summary["ours_bf16"]["decode_tokens_per_s"], 3)
     if {"ours_bf16", "ours_int8"} <= set(summary):
         ratios["int8_over_bf16_decode_tokens_per_s"] = round(summary["ours_int8"]["decode_tokens_per_s"] / summary["ours_bf16"]["decode_tokens_per_s"], 3)
     greedy = {m: next(x["greedy_tokens"] for x in runs if x["method"] == m) for m in methods}
@@ -249,6 +255,11 @@ def main() -> None:
         return
     if a.tiny and a.dir == DEFAULT_DIR:
         sys.exit("cpu_7b: --tiny needs --dir (a scratch directory)")
+    from mistral_nb.cpu_pack import pack_available
+
+    if "ours_bf16_packed" in a.methods and not pack_available():
+        print("cpu_7b: no oneDNN bf16 kernel here; skipping ours_bf16_packed", flush=True)
+        a.methods = [m for m in a.methods if m != "ours_bf16_packed"]
     free = _available_ram()
     if free < 16 * GB and not a.tiny:
         sys.exit(f"cpu_7b: {free / GB:.1f} GB of RAM free; the bf16 model needs ~16 GB. Close other programs.")

@@ -21,6 +21,7 @@ from torch import nn
 from ..config import ModelArgs
 from ..files import open_regular_file
 from ..model import Transformer
+from ..cpu_pack import PackedLinear, check_pack, pack_model
 from ..quant import Int8Linear, quantize_model
 from ..rope import hf_to_mistral_qk
 from ..safetensors_io import CheckpointError, TensorInfo, read_header, read_tensor
@@ -117,6 +118,8 @@ def _check_converted(model: nn.Module, name: str, info: TensorInfo, dtype: torch
     Checked only for conversions to a narrower range (never for bfloat16 -> float32, say)."""
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
+    if isinstance(module, PackedLinear):
+        return                                   # checked by set_weight before packing (opaque after)
     placed = module.scale if isinstance(module, Int8Linear) else module._parameters[leaf]
     if torch.finfo(placed.dtype).max >= torch.finfo(info.dtype).max or first_non_finite(placed) is None:
         return
@@ -208,6 +211,8 @@ def _set_tensor(model: nn.Module, name: str, value: torch.Tensor, dtype: Optiona
     module = model.get_submodule(module_name) if module_name else model
     if isinstance(module, Int8Linear) and leaf == "weight":
         module.set_weight(value, dtype)          # quantized from the checkpoint's own precision
+    elif isinstance(module, PackedLinear) and leaf == "weight":
+        module.set_weight(value)                 # converted to bf16 and packed for the CPU kernel
     else:
         value = value.to(dtype) if dtype is not None else value
         module._parameters[leaf] = nn.Parameter(value.contiguous(), requires_grad=False)
@@ -225,7 +230,7 @@ def _release(model: nn.Module) -> None:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
                progress: Optional[bool] = None, quantize: Optional[str] = None,
-               layout: Optional[str] = None) -> Transformer:
+               layout: Optional[str] = None, pack: bool = False) -> Transformer:
     """Load a checkpoint directory (Hugging Face or Mistral layout) into a ``Transformer``.
 
     The model is built on the meta device, every tensor name and shape is checked from the headers,
@@ -236,6 +241,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     output channel (see ``quant.py``); each weight is quantized on ``device`` as soon as it arrives.
     ``progress``: tqdm bar per tensor, showing the shard being read (default: checkpoints over 1 GB).
     ``layout``: None (detect), or 'hf' / 'mistral' to choose when a directory holds both.
+    ``pack``: on a CPU in bfloat16, store every linear weight packed for oneDNN's matrix kernel
+    (``cpu_pack.py``: faster decoding; such a model cannot be saved).
     Raises FileNotFoundError / CheckpointError / ConfigError / ValueError with the file, tensor, field or
     value named; on any error no model is returned and the tensors already loaded are released.
     """
@@ -243,10 +250,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     device = resolve_device(device)
+    if not isinstance(pack, bool):
+        raise TypeError(f"pack must be True or False, got {pack!r}")
+    if pack:
+        check_pack(device, dtype, quantize)
     layout, args, plan = plan_checkpoint(path, layout=layout)
     model = empty_model(args)
     if quantize == "int8":
         quantize_model(model)
+    if pack:
+        pack_model(model)
     order = sorted(plan.items(), key=lambda item: (str(item[1].file), item[1].start))   # sequential reads
     total = sum(i.nbytes for i in plan.values())
     n_files = len({i.file for i in plan.values()})

@@ -26,6 +26,7 @@ import torch
 
 from ..config import ModelArgs
 from ..files import describe_kind
+from ..cpu_pack import PackedLinear
 from ..quant import Int8Linear
 from .layout import HF_CONFIG, HF_INDEX, HF_WEIGHTS, MISTRAL_CONFIG, MISTRAL_WEIGHTS, checkpoint_files_in
 from .loading import iter_checkpoint, plan_checkpoint, resolve_dtype
@@ -38,6 +39,10 @@ def _model_state(model, dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]
     if not isinstance(args, ModelArgs) or not hasattr(model, "state_dict"):
         raise TypeError(f"save_checkpoint expects a Transformer, got {type(model).__name__}")
     expected = expected_shapes(args)
+    packed = [name for name, m in model.named_modules() if isinstance(m, PackedLinear)]
+    if packed:
+        raise ValueError(f"{packed[0]} holds its weight packed for the CPU kernel (load_model(..., pack=True)), "
+                         "which cannot be written back: load the checkpoint without pack to save or convert it")
     int8 = {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
     state = {}
     for name, t in model.state_dict().items():

@@ -94,17 +94,9 @@ class PackedLinear(nn.Module):
 
 
 def pack_model(model: nn.Module, skip: Iterable[str] = ()) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` (except those whose name ends with one in ``skip``) by a
-    ``PackedLinear``, in place: on the meta device the structure only (``load_model`` then fills it
-    tensor by tensor), otherwise packing the weights. Returns ``model``."""
-    skip = tuple(skip)
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and not any(name == s or name.endswith("." + s) for s in skip)]
-    for name, linear in targets:
-        parent_name, _, leaf = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        try:
-            setattr(parent, leaf, PackedLinear.from_linear(linear))
-        except ValueError as e:
-            raise ValueError(f"{name}.weight: {e}") from None
-    return model
+    """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``) by a ``PackedLinear``, in
+    place: on the meta device the structure only (``load_model`` then fills it tensor by tensor),
+    otherwise packing the weights. Returns ``model``."""
+    from .quant import replace_linears
+
+    return replace_linears(model, PackedLinear.from_linear, skip)

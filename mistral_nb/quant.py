@@ -32,13 +32,13 @@ and keeping the embedding and the output head in float16 gives about 7.5 GB inst
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Int8Linear", "quantize_int8", "dequantize_int8", "quantize_model", "model_nbytes",
+__all__ = ["Int8Linear", "quantize_int8", "dequantize_int8", "quantize_model", "replace_linears", "model_nbytes",
            "DEFAULT_SKIP", "INT8_KERNEL_MAX_ROWS", "int8_kernel_used", "int8_kernel_matmul", "cast_matmul",
            "decode_bytes_per_token"]
 
@@ -182,12 +182,9 @@ def _skipped(name: str, skip: Iterable[str]) -> bool:
     return any(name == s or name.startswith(s + ".") for s in skip)
 
 
-def quantize_model(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``) by an ``Int8Linear``, in place.
-
-    On a meta-device model this only changes the structure (the loader then fills it tensor by tensor);
-    on a real model it quantizes the weights where they are. Returns ``model``.
-    """
+def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module], skip: Iterable[str] = ()) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``, or inside them) by
+    ``make(linear)``, in place; a ValueError from ``make`` is re-raised naming the weight. Returns ``model``."""
     skip = tuple(skip)
     targets = [(name, mod) for name, mod in model.named_modules()
                if isinstance(mod, nn.Linear) and not _skipped(name, skip)]
@@ -195,10 +192,19 @@ def quantize_model(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> nn.M
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         try:
-            setattr(parent, leaf, Int8Linear.from_linear(linear))
+            setattr(parent, leaf, make(linear))
         except ValueError as e:
             raise ValueError(f"{name}.weight: {e}") from None
     return model
+
+
+def quantize_model(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> nn.Module:
+    """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``) by an ``Int8Linear``, in place.
+
+    On a meta-device model this only changes the structure (the loader then fills it tensor by tensor);
+    on a real model it quantizes the weights where they are. Returns ``model``.
+    """
+    return replace_linears(model, Int8Linear.from_linear, skip)
 
 
 def model_nbytes(model: nn.Module) -> int:

@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import torch
 
 from .config import ModelArgs
+from .cpu_pack import pack_available
 from .model import Transformer
 from .weights import load_model, read_args, resolve_device, resolve_dtype
 
@@ -61,6 +62,7 @@ class DeviceInfo:
     capability: Optional[tuple] = None            # CUDA compute capability, e.g. (7, 5)
     free_bytes: Optional[int] = None              # free memory on the device (host RAM for the CPU)
     total_bytes: Optional[int] = None
+    bf16_pack: bool = False                       # CPU: oneDNN can pack bf16 weights (cpu_pack.pack_available)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class LoadChoice:
     quantize: Optional[str]
     reasons: list = field(default_factory=list)
     info: Optional[DeviceInfo] = None
+    pack: bool = False                            # bf16 weights packed for the CPU kernel (cpu_pack.py)
 
     def describe(self) -> str:
         return "load_pretrained: " + " · ".join(self.reasons)
@@ -99,7 +102,7 @@ def probe_device(device: Optional[str | torch.device] = None) -> DeviceInfo:
         return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index),
                           tuple(torch.cuda.get_device_capability(index)), int(free), int(total))
     if dev.type == "cpu":
-        return DeviceInfo("cpu", "CPU", None, _available_ram(), None)
+        return DeviceInfo("cpu", "CPU", None, _available_ram(), None, bf16_pack=pack_available())
     return DeviceInfo(str(dev), dev.type)
 
 
@@ -134,7 +137,8 @@ def choose_settings(args: ModelArgs, info: DeviceInfo, dtype=None, quantize="aut
     float16; the CPU -> bfloat16 (decoding reads every weight per token: half float32's bytes).
     quantize='auto': int8 when the weights in that dtype plus headroom (10 %, >= 1 GB) exceed the free
     memory and int8 fits; an error (before any download) when even int8 does not fit. An explicit
-    ``quantize=None`` or ``'int8'`` is used as given.
+    ``quantize=None`` or ``'int8'`` is used as given. On a CPU whose ``info.bf16_pack`` says oneDNN
+    can, bfloat16 weights that are not quantized are also packed for its kernel (``cpu_pack.py``).
     """
     if quantize not in ("auto", None, "int8"):
         raise ValueError(f"quantize must be 'auto', None or 'int8', got {quantize!r}")
@@ -189,7 +193,10 @@ def choose_settings(args: ModelArgs, info: DeviceInfo, dtype=None, quantize="aut
     else:
         reasons.append(f"no quantization: as requested (~{need_full / GB:.1f} GB with headroom"
                        + ("" if fits(full) else ", more than is free") + ")")
-    return LoadChoice(dev, dtype, quantize, reasons, info)
+    pack = dev == "cpu" and dtype == torch.bfloat16 and quantize is None and info.bf16_pack
+    if pack:
+        reasons.append("bf16 weights packed for oneDNN's CPU kernel (faster decoding; load_model(..., pack=True))")
+    return LoadChoice(dev, dtype, quantize, reasons, info, pack)
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -273,7 +280,8 @@ def load_pretrained(repo_id: str = DEFAULT_REPO, device: Optional[str | torch.de
 
     repo_id: a Hugging Face repository id or a local checkpoint directory (either layout).
     device: default the first GPU, else the CPU. dtype: default bfloat16 on GPUs with native support,
-    float16 on older GPUs (T4), float32 (or bfloat16 if short of RAM) on the CPU. quantize: 'auto'
+    float16 on older GPUs (T4), bfloat16 on the CPU, with its weights packed for oneDNN where the CPU
+    supports it (``cpu_pack.py``; such a model cannot be saved). quantize: 'auto'
     (int8 when the weights would not fit), None or 'int8'. The choice is printed (``verbose``) and kept as
     ``model.load_choice``. Weights stream tensor by tensor onto the device (see ``load_model``).
     """
@@ -284,7 +292,8 @@ def load_pretrained(repo_id: str = DEFAULT_REPO, device: Optional[str | torch.de
     if verbose:
         print(choice.describe(), flush=True)
     path = fetch_checkpoint(repo_id, local_dir, revision)
-    model = load_model(path, device=choice.device, dtype=choice.dtype, quantize=choice.quantize, progress=progress)
+    model = load_model(path, device=choice.device, dtype=choice.dtype, quantize=choice.quantize, progress=progress,
+                       pack=choice.pack)
     model.load_choice = choice
     return model
 

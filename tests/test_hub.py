@@ -202,3 +202,26 @@ def test_a_file_is_not_a_checkpoint_directory(tiny_ckpt):
     _, path = tiny_ckpt
     with pytest.raises(ValueError, match="config.json is a file: pass the checkpoint's directory"):
         load_pretrained(str(path / "config.json"), probe=_fake_probe(BIG_CPU))
+
+
+def test_cpu_bf16_is_packed_only_where_onednn_can_and_nothing_is_quantized():
+    roomy = DeviceInfo("cpu", "CPU", None, int(64 * GB), bf16_pack=True)
+    choice = choose_settings(M7B, roomy)
+    assert (choice.dtype, choice.quantize, choice.pack) == (torch.bfloat16, None, True)
+    assert "packed for oneDNN" in choice.describe()
+    assert not choose_settings(M7B, DeviceInfo("cpu", "CPU", None, int(64 * GB))).pack      # no kernel
+    assert not choose_settings(M7B, roomy, quantize="int8").pack
+    assert not choose_settings(M7B, roomy, dtype=torch.float32).pack
+    assert not choose_settings(M7B, DeviceInfo("cuda:0", "NVIDIA L4", (8, 9), int(22 * GB), bf16_pack=True)).pack
+
+
+@pytest.mark.skipif(not __import__("mistral_nb.cpu_pack", fromlist=["x"]).pack_available(),
+                    reason="no oneDNN bf16 kernel on this CPU")
+def test_load_pretrained_packs_on_a_cpu_that_can(tiny_ckpt, capsys):
+    from mistral_nb.cpu_pack import PackedLinear
+
+    _, path = tiny_ckpt
+    info = DeviceInfo("cpu", "CPU", None, 8 * GB, bf16_pack=True)
+    loaded = load_pretrained(str(path), probe=_fake_probe(info), progress=False)
+    assert loaded.load_choice.pack and "packed for oneDNN" in capsys.readouterr().out
+    assert any(isinstance(m, PackedLinear) for m in loaded.modules())

@@ -17,7 +17,7 @@ prefill (greedy generation of 1 token) and a 32-token decode (generation of 33 t
 x tokens/s; the ceiling is the read bandwidth (the median over all processes of the run) over that byte
 count.
 
-    python benchmarks/cpu_7b.py                # ~11 minutes on 2 cores (+1 to write the checkpoint); records results/cpu_7b.json
+    python benchmarks/cpu_7b.py                # loads the 7B model 8 times; records results/cpu_7b.json
     python benchmarks/cpu_7b.py --dir /big/disk/mistral7b-random   # where the checkpoint goes
 
 Needs: 14.5 GB of free disk for the checkpoint (kept for later runs; delete it when done) and about
@@ -221,12 +221,6 @@ def summarize(runs: list, methods) -> tuple[dict, dict, float]:
 
 
 # ----------------------------------------------------------------------------- the driver
-def _available_ram() -> float:
-    """MemAvailable (free memory plus the page cache the kernel can drop), in bytes."""
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the random 7B checkpoint is (written once)")
@@ -260,8 +254,10 @@ def main() -> None:
     if "ours_bf16_packed" in a.methods and not pack_available():
         print("cpu_7b: no oneDNN bf16 kernel here; skipping ours_bf16_packed", flush=True)
         a.methods = [m for m in a.methods if m != "ours_bf16_packed"]
-    free = _available_ram()
-    if free < 16 * GB and not a.tiny:
+    from mistral_nb.hub import available_ram       # MemAvailable: free memory plus droppable page cache
+
+    free = available_ram()
+    if free is not None and free < 16 * GB and not a.tiny:
         sys.exit(f"cpu_7b: {free / GB:.1f} GB of RAM free; the bf16 model needs ~16 GB. Close other programs.")
     t0 = time.perf_counter()
     write_checkpoint(a.dir, a.tiny)
@@ -284,7 +280,10 @@ def main() -> None:
     if a.tiny:
         print("tiny run: nothing recorded")
         return
+    import transformers
+
     record("cpu_7b", {"checkpoint": "random bf16, ModelArgs.mistral_7b() shapes, HF layout",
+                      "transformers": transformers.__version__,
                       "checkpoint_write_s": round(write_s, 1), "prompt_tokens": a.prompt, "new_tokens": a.new,
                       "rounds": a.rounds, "reps": a.reps, "read_gb_per_s": bandwidth_gb_per_s, "summary": summary,
                       "ratios": ratios, "runs": runs})

@@ -79,7 +79,7 @@ class LoadChoice:
         return "load_pretrained: " + " · ".join(self.reasons)
 
 
-def _available_ram() -> Optional[int]:
+def available_ram() -> Optional[int]:
     """MemAvailable from /proc/meminfo (Linux, incl. Colab), else None."""
     try:
         with open("/proc/meminfo") as f:
@@ -102,7 +102,7 @@ def probe_device(device: Optional[str | torch.device] = None) -> DeviceInfo:
         return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index),
                           tuple(torch.cuda.get_device_capability(index)), int(free), int(total))
     if dev.type == "cpu":
-        return DeviceInfo("cpu", "CPU", None, _available_ram(), None, bf16_pack=pack_available())
+        return DeviceInfo("cpu", "CPU", None, available_ram(), None, bf16_pack=pack_available())
     return DeviceInfo(str(dev), dev.type)
 
 

@@ -1,4 +1,4 @@
-"""Shared plotting helpers: a labelled heatmap used by masks, attention weights and caches."""
+"""Shared plotting helpers: fresh axes, a labelled heatmap (masks, attention weights, caches), despine."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ def new_axes(ax=None, figsize=(5, 4)):
     if ax is None:
         _, ax = plt.subplots(figsize=figsize)
     return ax
+
+
+def despine(ax) -> None:
+    """Hide the top and right frame lines of a bar or line chart."""
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 def heatmap(matrix, ax=None, xlabels: Optional[Sequence[str]] = None, ylabels: Optional[Sequence[str]] = None,

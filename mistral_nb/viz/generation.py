@@ -11,7 +11,7 @@ import torch
 from matplotlib.patches import Patch, Rectangle
 
 from ..generate import top_p_keep
-from .common import new_axes
+from .common import despine, new_axes
 
 __all__ = ["plot_temperature", "plot_top_p", "plot_left_padding"]
 
@@ -59,8 +59,7 @@ def plot_temperature(logits, temperatures: Sequence[float] = (0.5, 1.0, 2.0), la
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, frameon=False)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax
@@ -94,8 +93,7 @@ def plot_top_p(probs, p: float, labels: Optional[Sequence[str]] = None, ax=None,
     handles += [Patch(color=_KEEP, label=f"kept: {int(keep.sum())} tokens, mass {qs[keep].sum():.2f}"),
                 Patch(color=_DROP, label="cut")]
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="center right")
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax

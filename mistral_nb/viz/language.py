@@ -83,6 +83,23 @@ def _smooth(y: np.ndarray, k: int) -> np.ndarray:
     return np.convolve(pad, np.ones(k) / k, mode="valid")
 
 
+def _mark_window_and_reach(ax, window: Optional[int], reach: Optional[int]) -> None:
+    """Dotted vertical lines at W and at L(W-1), labelled at the top of the axes."""
+    for x, text in ((window, "W"), (reach, "L(W-1)")):
+        if x is not None:
+            ax.axvline(x, color="#555555", linestyle=":", linewidth=1)
+            ax.text(x, 0.98, f" {text} = {x}", transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+
+
+def _finish_loss_axes(ax, title: str):
+    ax.set_ylabel("held-out loss (nats)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
 def plot_loss_by_position(by_position: Mapping[str, Sequence[float]], window: Optional[int] = None,
                           reach: Optional[int] = None, ax=None, smooth: int = 9, title: str = ""):
     """Held-out loss at each position of the window (the number of tokens of context, minus one),
@@ -91,18 +108,10 @@ def plot_loss_by_position(by_position: Mapping[str, Sequence[float]], window: Op
     for name, y in by_position.items():
         y = np.asarray(y, dtype=float)
         ax.plot(np.arange(1, len(y) + 1), _smooth(y, smooth), color=COLORS.get(name), label=_label(name), linewidth=1.4)
-    for x, text in ((window, "W"), (reach, "L(W-1)")):
-        if x is not None:
-            ax.axvline(x, color="#555555", linestyle=":", linewidth=1)
-            ax.text(x, 0.98, f" {text} = {x}", transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+    _mark_window_and_reach(ax, window, reach)
     ax.set_xscale("log")
     ax.set_xlabel("tokens of context (position in the window + 1), log scale")
-    ax.set_ylabel("held-out loss (nats)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return ax
+    return _finish_loss_axes(ax, title)
 
 
 def plot_loss_by_context(contexts: Sequence[int], losses: Mapping[str, Sequence[float]], window: Optional[int] = None,
@@ -111,18 +120,10 @@ def plot_loss_by_context(contexts: Sequence[int], losses: Mapping[str, Sequence[
     ax = new_axes(ax, figsize=(6.4, 3.6))
     for name, y in losses.items():
         ax.plot(contexts, y, "o-", color=COLORS.get(name), label=_label(name), markersize=3.5, linewidth=1.4)
-    for x, text in ((window, "W"), (reach, "L(W-1)")):
-        if x is not None:
-            ax.axvline(x, color="#555555", linestyle=":", linewidth=1)
-            ax.text(x, 0.98, f" {text} = {x}", transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+    _mark_window_and_reach(ax, window, reach)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("tokens the model may read before the scored span (c), log scale")
-    ax.set_ylabel("held-out loss (nats)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return ax
+    return _finish_loss_axes(ax, title)
 
 
 def plot_head_scores(scores: Mapping[str, Sequence[Sequence[float]]], fig=None, vmax: float = 1.0):

@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .common import new_axes
+from .common import despine, new_axes
 
 __all__ = ["plot_silu_relu", "plot_swiglu_gate", "plot_param_breakdown", "plot_memory_by_dtype",
            "plot_parity_errors", "Table"]
@@ -94,8 +94,7 @@ def plot_param_breakdown(counts: Mapping[str, int], ax=None, title: str = "Where
     ax.set_xlim(0, values.max() / 1e9 * 1.35)
     ax.set_xlabel("parameters (billions)")
     ax.grid(axis="x", alpha=0.3)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(f"{title} (total {_human(values.sum())})")
     return ax
@@ -122,8 +121,7 @@ def plot_memory_by_dtype(gb: Mapping[str, float], capacities: Optional[Mapping[s
     ax.set_ylabel("GB (10⁹ bytes)")
     ax.set_ylim(0, top * 1.15)
     ax.set_xlim(-0.5, len(names) - 0.5)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax
@@ -160,8 +158,7 @@ def plot_parity_errors(errors: Mapping[str, float], threshold: float, ax=None,
     ax.set_ylabel("‖ours − theirs‖ / ‖theirs‖")
     ax.set_ylim(floor, 1.0)
     ax.set_xlim(-0.5, len(names) - 0.5)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax

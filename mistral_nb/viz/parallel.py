@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 from matplotlib.patches import Circle, FancyArrowPatch, Patch, Rectangle
 
-from .common import new_axes
+from .common import despine, new_axes
 
 __all__ = ["plot_tp_partition", "plot_tp_memory", "plot_comm_vs_weights", "plot_paged_vs_rolling",
            "plot_kv_per_sequence", "rank_color"]
@@ -138,8 +138,7 @@ def plot_tp_memory(rows: Sequence[dict], ax=None, title: str = "", unit: float =
     ax.set_ylabel("GB per rank")
     ax.set_ylim(0, (w + c).max() * 1.15)
     ax.legend(fontsize=8, frameon=False)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax
@@ -167,8 +166,7 @@ def plot_comm_vs_weights(tokens: Sequence[int], weights_read: Dict[int, float], 
     ax.set_xlabel("tokens in one forward pass (batch × tokens per sequence)")
     ax.set_ylabel("bytes per rank")
     ax.legend(fontsize=7, frameon=False, ncol=2)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax
@@ -238,8 +236,7 @@ def plot_kv_per_sequence(lengths: Sequence[int], series: Dict[str, Sequence[floa
     ax.set_xlabel("tokens in the sequence")
     ax.set_ylabel("KV cache per sequence (GB)")
     ax.legend(fontsize=8, frameon=False)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax

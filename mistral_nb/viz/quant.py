@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .common import new_axes
+from .common import despine, new_axes
 
 __all__ = ["plot_int8_row", "plot_channel_scales", "plot_load_memory", "channel_errors", "plot_decode_vs_ceiling"]
 
@@ -113,8 +113,7 @@ def plot_load_memory(result: Mapping, ax=None, limit: float = 1.15):
     ax.set_title(f"Peak memory loading a {nbytes / 1e9:.2f} GB checkpoint on the CPU", fontsize=10)
     ax.set_ylim(0, max(base + added) * 1.2)
     ax.legend(fontsize=8, loc="upper left")
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     return ax
 
 

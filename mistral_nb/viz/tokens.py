@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from .common import new_axes
+from .common import despine, new_axes
 
 __all__ = ["piece_label", "plot_token_boxes", "plot_bpe_merges", "plot_tokens_by_language"]
 
@@ -215,8 +215,7 @@ def plot_tokens_by_language(languages: Sequence[str], text_tokens: Sequence[int]
     ax.set_xlim(0, total.max() * 1.22)
     ax.set_xlabel("tokens for the same sentence" + (f"  (× = relative to {reference})" if ref else ""))
     ax.legend(loc="lower right", fontsize=8, frameon=False)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    despine(ax)
     if title:
         ax.set_title(title)
     return ax

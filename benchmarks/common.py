@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from mistral_nb.results import machine_info  # noqa: E402
+from mistral_nb.book.results import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

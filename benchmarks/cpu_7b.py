@@ -58,7 +58,7 @@ def write_checkpoint(path: Path, tiny: bool = False, seed: int = 0) -> None:
     """Random bf16 weights of Mistral 7B's exact shapes, HF layout, ~4 GB shards (written once)."""
     from safetensors.torch import save_file
 
-    from mistral_nb.weights import empty_model, mistral_to_hf_name
+    from mistral_nb.checkpoint import empty_model, mistral_to_hf_name
 
     marker = path / "COMPLETE"
     if marker.is_file():
@@ -121,7 +121,7 @@ def bandwidth(gb: float = 1.0, repeats: int = 5) -> dict:
 def child(method: str, path: Path, prompt_len: int, new_tokens: int, reps: int) -> dict:
     from common import PeakRSS
 
-    from mistral_nb.quant import decode_bytes_per_token, model_nbytes
+    from mistral_nb.costs import decode_bytes_per_token, model_nbytes
 
     out = {"method": method, **bandwidth()}
     torch.manual_seed(0)
@@ -249,12 +249,12 @@ def main() -> None:
         return
     if a.tiny and a.dir == DEFAULT_DIR:
         sys.exit("cpu_7b: --tiny needs --dir (a scratch directory)")
-    from mistral_nb.cpu_pack import pack_available
+    from mistral_nb.speed.cpu_pack import pack_available
 
     if "ours_bf16_packed" in a.methods and not pack_available():
         print("cpu_7b: no oneDNN bf16 kernel here; skipping ours_bf16_packed", flush=True)
         a.methods = [m for m in a.methods if m != "ours_bf16_packed"]
-    from mistral_nb.hub import available_ram       # MemAvailable: free memory plus droppable page cache
+    from mistral_nb.checkpoint.hub import available_ram       # MemAvailable: free memory plus droppable page cache
 
     free = available_ram()
     if free is not None and free < 16 * GB and not a.tiny:

@@ -27,11 +27,11 @@ from common import interleaved_medians, record, timed  # noqa: E402
 
 import mistral_nb.model as model_module  # noqa: E402
 from mistral_nb import ModelArgs, Transformer, generate  # noqa: E402
-from mistral_nb.weights import empty_model  # noqa: E402
+from mistral_nb.checkpoint import empty_model  # noqa: E402
 from mistral_nb.attention import additive_mask, attention_sdpa, banded_attention  # noqa: E402
-from mistral_nb.cache import kv_cache_bytes  # noqa: E402
+from mistral_nb.costs import kv_cache_bytes  # noqa: E402
 from mistral_nb.masks import sliding_window_mask  # noqa: E402
-from mistral_nb.model import weights_read_per_token  # noqa: E402
+from mistral_nb.costs import weights_read_per_token  # noqa: E402
 
 
 def medians(fns: dict, device, repeats: int) -> dict:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from common import interleaved_medians, record  # noqa: E402
 
-from mistral_nb.quant import cast_matmul, int8_kernel_matmul, quantize_int8  # noqa: E402
+from mistral_nb.speed.int8 import cast_matmul, int8_kernel_matmul, quantize_int8  # noqa: E402
 
 SHAPES = {"w1/w3 14336x4096": (14336, 4096), "w2 4096x14336": (4096, 14336), "wq/wo 4096x4096": (4096, 4096)}
 ROWS = [1, 2, 4, 8, 16, 32, 128]

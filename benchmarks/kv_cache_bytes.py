@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import record  # noqa: E402
 
 from mistral_nb import ModelArgs, RollingBufferCache, Transformer  # noqa: E402
-from mistral_nb.cache import kv_cache_bytes  # noqa: E402
+from mistral_nb.costs import kv_cache_bytes  # noqa: E402
 
 
 def main():

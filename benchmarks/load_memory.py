@@ -32,7 +32,7 @@ CHILD = r"""
 import json, resource, sys, torch
 torch.set_num_threads(2)
 from mistral_nb import load_model, ModelArgs, Transformer
-from mistral_nb.weights import read_args
+from mistral_nb.checkpoint import read_args
 def status(field):   # bytes, from /proc/self/status (VmRSS now, VmHWM peak of this process's memory map)
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
@@ -61,7 +61,7 @@ def write_checkpoint(root: Path, args, dtype) -> tuple[Path, Path, int]:
     from safetensors.torch import save_file
 
     from mistral_nb import Transformer
-    from mistral_nb.weights import state_dict_for_layout
+    from mistral_nb.checkpoint import state_dict_for_layout
 
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in Transformer(args).state_dict().items()}

@@ -24,9 +24,9 @@ import torch
 
 from mistral_nb import ModelArgs, save_checkpoint
 from mistral_nb.masks import receptive_field
-from mistral_nb.results import machine_info
-from mistral_nb.tasks import KeyRecall, accuracy_by_distance
-from mistral_nb.train import seeded_model, train
+from mistral_nb.book.results import machine_info
+from mistral_nb.training.tasks import KeyRecall, accuracy_by_distance
+from mistral_nb.training.loop import seeded_model, train
 
 RESULTS = Path(__file__).parent / "results"
 

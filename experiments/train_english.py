@@ -7,7 +7,7 @@
     python experiments/train_english.py train swa --quick   # smoke test: a few steps, nothing recorded
 
 Both models are ``mistral_nb.Transformer`` (the same class as Mistral 7B) with Mistral's tokenizer,
-trained on ``experiments/corpus`` (train split only) with ``mistral_nb.train.train``. A run writes
+trained on ``experiments/corpus`` (train split only) with ``mistral_nb.training.loop.train``. A run writes
 its training state to ``experiments/.runs/`` every 100 steps and resumes from it when started
 again with the same settings. Recorded (committed):
 
@@ -33,9 +33,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from mistral_nb import ModelArgs, Tokenizer, save_checkpoint  # noqa: E402
-from mistral_nb.corpus import TokenStream, load_documents  # noqa: E402
-from mistral_nb.results import machine_info  # noqa: E402
-from mistral_nb.train import next_token_loss, seeded_model, train  # noqa: E402
+from mistral_nb.training.corpus import TokenStream, load_documents  # noqa: E402
+from mistral_nb.book.results import machine_info  # noqa: E402
+from mistral_nb.training.loop import next_token_loss, seeded_model, train  # noqa: E402
 
 RESULTS = HERE / "results"
 RUNS = HERE / ".runs"
@@ -141,12 +141,12 @@ def analyze(quick: bool) -> None:
     import copy
 
     from mistral_nb import generate, load_model
-    from mistral_nb.evaluate import cached_logits, loss_by_context, per_token_losses
-    from mistral_nb.heads import (attention_by_distance, first_token_scores, induction_scores,
-                                  previous_token_scores, repeated_random_tokens, top_heads)
-    from mistral_nb.ngram import BigramLM, UnigramLM, uniform_loss
-    from mistral_nb.quant import quantize_model
-    from mistral_nb.tasks import attention_maps
+    from mistral_nb.evals.language import cached_logits, loss_by_context, per_token_losses
+    from mistral_nb.evals.heads import (attention_by_distance, first_token_scores, induction_scores,
+                                        previous_token_scores, repeated_random_tokens, top_heads)
+    from mistral_nb.evals.ngram import BigramLM, UnigramLM, uniform_loss
+    from mistral_nb.speed.int8 import quantize_model
+    from mistral_nb.evals.heads import attention_maps
 
     t_all = time.perf_counter()
     tok = Tokenizer.mistral_v1()

@@ -1,12 +1,19 @@
-"""mistral_nb: Mistral 7B (v0.1) from scratch in PyTorch, one tested module per concept."""
+"""mistral_nb: Mistral 7B (v0.1) from scratch in PyTorch, one tested module per concept.
+
+The model's concepts sit at the top, one module each, in the order the chapters build them:
+``tokenizer/``, ``config``, ``norm``, ``rope``, ``attention``, ``masks``, ``cache``, ``model``,
+``generate``, and ``costs`` (every count: parameters, bytes, KV cache, FLOPs). Around them, the
+wings that serve the model: ``checkpoint/`` (files in both layouts, the Hub), ``speed/`` (weight
+formats, FlashAttention's idea, the roofline), ``parallel/`` (tensor parallelism), ``training/``
+(the training loop, the corpus, synthetic tasks), ``evals/`` (losses, baselines, attention heads),
+``book/`` (the book's own tooling) and ``viz/`` (its figures).
+"""
 
 from .config import ConfigError, ModelArgs
 from .model import Transformer
 from .cache import RollingBufferCache
-from .safetensors_io import CheckpointError
-from .weights import load_model, save_checkpoint
+from .checkpoint import CheckpointError, load_model, load_pretrained, save_checkpoint
 from .generate import generate
-from .hub import load_pretrained
 from .tokenizer import Tokenizer
 
 __all__ = ["ModelArgs", "Transformer", "Tokenizer", "load_model", "generate", "RollingBufferCache",

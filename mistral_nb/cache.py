@@ -105,6 +105,26 @@ class RollingBufferCache:
                              "still in view. Build the cache with window >= the model's sliding window (or, "
                              "without one, >= the sequence length)")
 
+    def grow(self, window: int) -> None:
+        """Enlarge the buffers to ``window`` slots, keeping every cached position (re-slotted at
+        p mod window). For a model without a sliding window, whose cache must hold the whole sequence:
+        ``generate`` grows it as the sequence grows instead of reserving the longest one up front."""
+        _check_sizes(window=window)
+        if window < self.window:
+            raise ValueError(f"grow: {window} slots is fewer than the {self.window} the cache has")
+        if self._pending is not None:
+            raise RuntimeError("grow() in the middle of a chunk (between begin and commit)")
+        L, B, _, K, D = self.k.shape
+        k = self.k.new_zeros((L, B, window, K, D))
+        v = self.v.new_zeros((L, B, window, K, D))
+        slot_pos = torch.full((B, window), -1, dtype=torch.long, device=self.slot_pos.device)
+        for b in range(B):
+            held = (self.slot_pos[b] >= 0).nonzero().flatten()              # slots holding a position
+            pos = self.slot_pos[b, held]
+            k[:, b, pos % window], v[:, b, pos % window] = self.k[:, b, held], self.v[:, b, held]
+            slot_pos[b, pos % window] = pos
+        self.k, self.v, self.slot_pos, self.window = k, v, slot_pos, window
+
     # ---- one forward pass over a chunk: begin -> (each layer: extend) -> commit
     def begin(self, positions: torch.Tensor) -> torch.Tensor:
         """Start a chunk at ``positions`` (B, C); returns the positions of the keys it attends to.
@@ -174,12 +194,3 @@ class LayerCache:
         v_all = torch.cat([c.v[self.index], v.to(c.v.dtype)], dim=1)
         c._write(self.index, k, v)
         return k_all, v_all
-
-
-def kv_cache_bytes(args: ModelArgs, seq_len: int, bytes_per_value: int = 2, rolling: bool = True,
-                   batch_size: int = 1) -> int:
-    """Bytes a KV cache needs for ``seq_len`` tokens: layers x 2 (k, v) x kv heads x head_dim x bytes
-    per token, for min(seq_len, W) tokens when ``rolling`` (seq_len otherwise)."""
-    tokens = min(seq_len, args.sliding_window) if (rolling and args.sliding_window) else seq_len
-    per_token = args.n_layers * 2 * args.n_kv_heads * args.head_dim * bytes_per_value
-    return batch_size * tokens * per_token

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .files import parse_json, read_regular_file
-
 MAX_CONFIG_BYTES = 1_000_000      # a real config.json / params.json is about 1 KB
 
 
@@ -276,6 +274,8 @@ def _with_key(e: ConfigError, keys: dict, filename: str) -> str:
 
 
 def _read_json(path: str | Path) -> dict:
+    from .checkpoint.files import parse_json, read_regular_file     # (checkpoint/ itself imports this module)
+
     path = Path(path)
     data = parse_json(read_regular_file(path, MAX_CONFIG_BYTES, "config file", ConfigError), path, ConfigError)
     if not isinstance(data, dict):

@@ -21,6 +21,7 @@ from .cache import RollingBufferCache
 
 EOS_CHECK_EVERY = 8   # decode steps between host reads of "has every row reached eos?"
 MAX_NEW_TOKENS = 1 << 20   # generate allocates its (B, max_new_tokens) output up front
+MIN_SLOTS = 256            # first cache size of a model without a sliding window (then doubled as needed)
 
 
 def top_p_keep(probs_sorted: torch.Tensor, p: float) -> torch.Tensor:
@@ -49,9 +50,15 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        return sample_top_p(probs, top_p, generator)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    try:
+        if top_p < 1.0:
+            return sample_top_p(probs, top_p, generator)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    except RuntimeError as e:               # torch.multinomial refuses NaN / inf probabilities
+        if bool(torch.isfinite(logits).all()):
+            raise
+        raise ValueError("sample_next: the logits hold NaN or inf, so no token can be sampled "
+                         "(check the model's weights, or run it in a wider dtype)") from e
 
 
 def compiled_decoder(model, mode: Optional[str] = None):
@@ -63,7 +70,7 @@ def compiled_decoder(model, mode: Optional[str] = None):
     step compiles once per batch size and never again. The compiled module is kept on the model
     (outside its state_dict), so later ``generate`` calls reuse it. ``mode``: ``torch.compile``'s
     mode; ``"reduce-overhead"`` records each step as a CUDA graph on a GPU (``generate`` then marks
-    the cache buffers as static inputs; that path has not yet been run on a GPU in this project).
+    the cache buffers as static inputs).
     """
     compiled = model.__dict__.setdefault("_compiled_decoders", {})
     if mode not in compiled:
@@ -173,6 +180,61 @@ def _check_generate_args(model, prompts, max_new_tokens, temperature, top_p, eos
     return prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size
 
 
+def _cache_slots(model, prompt_len: int, needed: int, compile) -> int:
+    """Slots of the cache ``generate`` starts with, for a prompt of ``prompt_len`` tokens and a
+    sequence of ``needed`` positions.
+
+    With a sliding window: the window, or fewer when the whole sequence is shorter (a 3-token prompt
+    must not reserve W slots of every layer); a compiled decode step keeps all W slots, so that every
+    call has the same shapes. Without a window the cache must hold the whole sequence: it starts at
+    the power of two that holds the prompt (at least ``MIN_SLOTS``) and ``_grow_if_full`` doubles it
+    as the sequence grows, so memory follows what is generated and a compiled step sees few shapes."""
+    W = model.args.sliding_window
+    if W:
+        return W if compile else min(W, needed)
+    first = max(MIN_SLOTS, 1 << (prompt_len - 1).bit_length())
+    return first if compile else min(first, needed)
+
+
+def _grow_if_full(cache: RollingBufferCache, model, position: int, needed: int, compile) -> bool:
+    """Double a window-less model's cache (never beyond ``needed``) before ``position`` would not fit;
+    True if it grew."""
+    if model.args.sliding_window is not None or position < cache.window:
+        return False
+    bigger = 2 * cache.window
+    cache.grow(bigger if compile else min(bigger, needed))
+    return True
+
+
+def _decoder(model, cache: RollingBufferCache, compile):
+    """The module decode steps run through: the model, or its compiled decode step."""
+    if not compile:
+        return model
+    mode = compile if isinstance(compile, str) else None
+    if mode == "reduce-overhead":   # a CUDA graph may write into these only at fixed addresses
+        for buf in (cache.k, cache.v, cache.slot_pos, cache.next_pos):
+            torch._dynamo.mark_static_address(buf)
+    return compiled_decoder(model, mode)
+
+
+def _check_finite_logits(bad: torch.Tensor, step: int) -> None:
+    """ValueError when a row's logits were NaN or infinite (a model with non-finite weights, or one
+    that overflowed in float16): its tokens would be meaningless."""
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(f"generate: the model's logits are not finite (NaN or inf) for prompt row(s) {rows[:8]} "
+                         f"by step {step}: check its weights for NaN/inf, or run it in a wider dtype")
+
+
+def _trim_at_eos(out: torch.Tensor, eos_id: Optional[int]) -> List[List[int]]:
+    result = []
+    for row in out.tolist():
+        if eos_id is not None and eos_id in row:
+            row = row[:row.index(eos_id)]
+        result.append(row)
+    return result
+
+
 @torch.inference_mode()
 def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, temperature: float = 0.0,
              top_p: float = 1.0, eos_id: Optional[int] = None, seed: Optional[int] = None,
@@ -185,6 +247,7 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
     ``progress``: tqdm bar over decode steps (default: when max_new_tokens >= 256).
     ``compile``: run decode steps through ``compiled_decoder`` (True, or a ``torch.compile`` mode such
     as ``"reduce-overhead"``). The first call compiles (tens of seconds); the prefill stays eager.
+    Raises ValueError if the model's logits turn out NaN or infinite.
     """
     prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size = _check_generate_args(
         model, prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size)
@@ -193,45 +256,37 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
         return [[] for _ in range(B)]
     device = next(model.parameters()).device
     tokens, positions = left_pad(prompts, device=device)
-    # Slots: the window, or fewer when the whole sequence is shorter (a 3-token prompt must not reserve
-    # W slots of every layer); the last sampled token is never fed back, hence the - 1. A compiled
-    # decode step keeps all W slots, so that every call has the same shapes (no recompilation).
-    needed = tokens.shape[1] + max_new_tokens - 1
-    W = model.args.sliding_window
-    window = (W if compile else min(W, needed)) if W else needed
-    cache = RollingBufferCache.for_model(model, B, window=window)
+    L = tokens.shape[1]
+    needed = L + max_new_tokens - 1            # the last sampled token is never fed back
+    cache = RollingBufferCache.for_model(model, B, window=_cache_slots(model, L, needed, compile))
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    step_model = model
-    if compile:
-        mode = compile if isinstance(compile, str) else None
-        step_model = compiled_decoder(model, mode)
-        if mode == "reduce-overhead":   # a CUDA graph may write into these only at fixed addresses
-            for buf in (cache.k, cache.v, cache.slot_pos, cache.next_pos):
-                torch._dynamo.mark_static_address(buf)
-
     if chunk_size is not None:   # checked against W above; a cache shorter than W holds the whole prompt anyway
         chunk_size = min(chunk_size, cache.window)
     logits = prefill(model, tokens, positions, cache, chunk_size)                 # (B, V)
+    step_model = _decoder(model, cache, compile)
     out = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    show = progress if progress is not None else max_new_tokens >= 256
+    bad = ~torch.isfinite(logits).all(dim=-1)                                     # (B,)
+    _check_finite_logits(bad, 0)
     from tqdm.auto import tqdm
     n = 0
-    for step in tqdm(range(max_new_tokens), desc="generating", disable=not show):
+    for step in tqdm(range(max_new_tokens), desc="generating",
+                     disable=not (progress if progress is not None else max_new_tokens >= 256)):
         next_tok = sample_next(logits, temperature, top_p, generator)            # (B,)
         out[:, step] = next_tok
         n = step + 1
         if eos_id is not None:
             done |= next_tok == eos_id
-            # reading `done` back stalls a GPU pipeline: look only every EOS_CHECK_EVERY steps
-            # (rows that finished earlier are trimmed at their eos below)
-            if (step + 1) % EOS_CHECK_EVERY == 0 and bool(done.all()):
+        # reading flags back stalls a GPU pipeline: look only every EOS_CHECK_EVERY steps
+        # (rows that finished earlier are trimmed at their eos below)
+        if n % EOS_CHECK_EVERY == 0:
+            _check_finite_logits(bad, n)
+            if eos_id is not None and bool(done.all()):
                 break
-        if step + 1 < max_new_tokens:
+        if n < max_new_tokens:
+            if _grow_if_full(cache, model, L + step, needed, compile):
+                step_model = _decoder(model, cache, compile)           # new buffers: mark them static again
             logits = step_model(next_tok[:, None], cache=cache, check=False)[:, -1]  # (B, V)
-    result = []
-    for row in out[:, :n].tolist():
-        if eos_id is not None and eos_id in row:
-            row = row[:row.index(eos_id)]
-        result.append(row)
-    return result
+            bad |= ~torch.isfinite(logits).all(dim=-1)
+    _check_finite_logits(bad, n)
+    return _trim_at_eos(out[:, :n], eos_id)

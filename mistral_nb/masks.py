@@ -2,7 +2,7 @@
 
 A mask predicate takes broadcastable integer tensors ``q`` (query positions) and ``k`` (key positions)
 and returns a boolean tensor: True where the query may attend to the key. Predicates compose with
-``and_masks`` / ``or_masks``; ``mask_matrix`` turns one into a matrix you can test or plot.
+``and_masks``; ``mask_matrix`` turns one into a matrix you can test or plot.
 
 Mistral's attention is ``causal & sliding_window(W)``: query i sees keys j with i - W < j <= i, so
 the window W counts the query's own token.
@@ -47,16 +47,6 @@ def and_masks(*fns: MaskFn) -> MaskFn:
             out = out & fn(q, k)
         return out
     return both
-
-
-def or_masks(*fns: MaskFn) -> MaskFn:
-    """A predicate true where any one of ``fns`` is true."""
-    def either(q, k):
-        out = fns[0](q, k)
-        for fn in fns[1:]:
-            out = out | fn(q, k)
-        return out
-    return either
 
 
 def mistral_mask(window: Optional[int]) -> MaskFn:
@@ -120,7 +110,7 @@ def receptive_field(n_layers: int, window: int) -> int:
 
     One layer moves information at most W - 1 positions (the window includes the token itself),
     so k layers reach k * (W - 1) tokens back. (The paper counts W + 1 keys per query, i - W .. i,
-    and so k * W: see ``mistral_nb.conventions``.)
+    and so k * W: see ``mistral_nb.book.conventions``.)
     """
     return n_layers * (window - 1)
 

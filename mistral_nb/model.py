@@ -5,7 +5,7 @@
     logits = output(rms_norm(h))
 
 Parameter names follow Mistral's consolidated checkpoints (``layers.0.attention.wq.weight``, ...),
-so those load without renaming; ``weights/names.py`` maps Hugging Face names onto them.
+so those load without renaming; ``checkpoint/names.py`` maps Hugging Face names onto them.
 """
 
 from __future__ import annotations
@@ -129,25 +129,12 @@ class Transformer(nn.Module):
             cache.commit()
         if last_only:
             h = h[:, -1:]
-        return self.output(self.norm(h)).float()                          # (B, S, vocab)
+        return self.logits(h)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The last hidden states (B, S, dim) -> logits (B, S, vocab) in float32: final norm, output head."""
+        return self.output(self.norm(h)).float()
 
     def num_parameters(self) -> int:
         """Number of parameters (works on the meta device)."""
         return sum(p.numel() for p in self.parameters())
-
-
-def parameter_counts(args: ModelArgs) -> dict:
-    """Parameters per component, from the configuration alone (no model built)."""
-    attention = args.dim * args.head_dim * (2 * args.n_heads + 2 * args.n_kv_heads)    # wq, wo + wk, wv
-    return {"feed-forward (SwiGLU)": args.n_layers * 3 * args.dim * args.hidden_dim,
-            "attention (wq wk wv wo)": args.n_layers * attention,
-            "embeddings": args.vocab_size * args.dim,
-            "output head": args.vocab_size * args.dim,
-            "RMSNorm weights": (2 * args.n_layers + 1) * args.dim}
-
-
-def weights_read_per_token(args: ModelArgs, bytes_per_value: int = 2) -> int:
-    """Bytes of weights one batch-1 decode step reads: every parameter once, except that the
-    embedding table contributes only the one row of the token being fed in."""
-    params = sum(parameter_counts(args).values())
-    return (params - (args.vocab_size - 1) * args.dim) * bytes_per_value

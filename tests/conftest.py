@@ -26,7 +26,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def hf_pair(tmp_path_factory):
     """(transformers model, sharded HF checkpoint dir, Mistral-layout checkpoint dir), one per session."""
-    from mistral_nb.weights import convert_checkpoint
+    from mistral_nb.checkpoint import convert_checkpoint
 
     args = tiny_args()
     hf = random_hf_model(args, seed=1234)

@@ -35,7 +35,7 @@ def test_cpu_7b_script_runs_in_smoke_mode(tmp_path):
            "--reps", "1", "--prompt", "8", "--new", "4"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    from mistral_nb.cpu_pack import pack_available
+    from mistral_nb.speed.cpu_pack import pack_available
 
     methods = ("ours_bf16", "ours_bf16_packed", "ours_int8", "hf_bf16") if pack_available() else ("ours_bf16", "ours_int8", "hf_bf16")
     for method in methods:

@@ -5,7 +5,7 @@ import torch
 
 from helpers import WINDOW, random_model, rel_err, tiny_args
 from mistral_nb import RollingBufferCache
-from mistral_nb.cache import kv_cache_bytes
+from mistral_nb.costs import kv_cache_bytes
 from mistral_nb.generate import left_pad, prefill
 from mistral_nb import ModelArgs
 

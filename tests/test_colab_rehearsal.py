@@ -12,7 +12,7 @@ builds that situation without the internet:
   variables) rewrites `https://github.com/<repository>` to the clone, so the chapter's install
   cell runs verbatim, and pip clones, builds and installs the package from the clone as it would
   from GitHub (not editable; the test checks pip's `direct_url.json`);
-* **raw.githubusercontent.com**: recorded results the package downloads (`mistral_nb.results`)
+* **raw.githubusercontent.com**: recorded results the package downloads (`mistral_nb.book.results`)
   come from a local HTTP server over the clone, named by `$MISTRAL_NB_RAW_BASE`, with an empty
   `$MISTRAL_NB_CACHE`; every request is logged and must succeed;
 * **what Colab ships**, in a fresh `python -m venv`: torch (the CPU build, as on this machine),

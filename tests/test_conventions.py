@@ -1,12 +1,12 @@
-"""mistral_nb.conventions: the window conventions of the paper, Mistral's reference and transformers."""
+"""mistral_nb.book.conventions: the window conventions of the paper, Mistral's reference and transformers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mistral_nb.conventions import (keys_per_query, paper_text_mask, reach, reference_prefill_mask,
-                                    rolling_decode_mask)
+from mistral_nb.book.conventions import (keys_per_query, paper_text_mask, reach, reference_prefill_mask,
+                                         rolling_decode_mask)
 from mistral_nb.masks import receptive_field, sliding_window_mask
 
 

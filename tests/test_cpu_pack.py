@@ -1,13 +1,13 @@
 """cpu_pack: bf16 linear weights packed for oneDNN give the plain bf16 products, load and generate the same,
-and refuse what they cannot do (saving, other dtypes and devices, int8)."""
+save and copy as plain weights, and refuse what they cannot do (other dtypes and devices, int8)."""
 
 import pytest
 import torch
 
 from helpers import random_model, tiny_args
-from mistral_nb import generate, load_model, save_checkpoint
-from mistral_nb.cpu_pack import PackedLinear, pack_available, pack_model
-from mistral_nb.quant import model_nbytes
+from mistral_nb import Transformer, generate, load_model, save_checkpoint
+from mistral_nb.speed.cpu_pack import PackedLinear, pack_available, pack_model
+from mistral_nb.costs import model_nbytes
 
 pytestmark = pytest.mark.skipif(not pack_available(), reason="no oneDNN bf16 linear kernel on this CPU / build")
 
@@ -44,13 +44,27 @@ def test_packed_model_loads_and_generates_like_the_bf16_model(tmp_path):
     assert len(generate(packed, prompts, max_new_tokens=2 * args.sliding_window)[0]) == 2 * args.sliding_window
 
 
-def test_packed_model_cannot_be_saved_and_says_how(tmp_path):
+def test_packed_model_saves_copies_and_has_a_full_state_dict(tmp_path):
+    import copy
+
     args = tiny_args()
-    save_checkpoint(random_model(args, seed=3), tmp_path / "m", layout="mistral")
+    plain = random_model(args, seed=3).to(torch.bfloat16)
+    save_checkpoint(plain, tmp_path / "m", layout="mistral")
     packed = load_model(tmp_path / "m", dtype=torch.bfloat16, pack=True)
-    with pytest.raises(ValueError, match="packed for the CPU kernel.*without pack"):
-        save_checkpoint(packed, tmp_path / "again")
-    assert not (tmp_path / "again").exists()
+    state = packed.state_dict()                                   # the plain weights, by their usual names
+    assert state.keys() == plain.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in plain.state_dict().items())
+    save_checkpoint(packed, tmp_path / "again", layout="hf")      # written unpacked, as a plain checkpoint
+    again = load_model(tmp_path / "again", dtype=torch.bfloat16)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in plain.state_dict().items())
+    twin = copy.deepcopy(packed)                                  # an independent copy, packed again
+    assert isinstance(twin.layers[0].attention.wq, PackedLinear)
+    assert twin.layers[0].attention.wq.packed is not packed.layers[0].attention.wq.packed
+    tokens = torch.randint(0, args.vocab_size, (1, 12))
+    assert torch.equal(twin(tokens), packed(tokens))
+    fresh = pack_model(Transformer(args).to(torch.bfloat16))
+    fresh.load_state_dict(state)                                  # load_state_dict packs what it is given
+    assert torch.equal(fresh(tokens), packed(tokens))
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -28,7 +28,7 @@ import torch
 
 from helpers import random_model, tiny_args
 from mistral_nb import CheckpointError, ConfigError, RollingBufferCache, generate, load_model, save_checkpoint
-from mistral_nb.weights import loading as weights_mod   # where load_model looks its helpers up
+from mistral_nb.checkpoint import loading as weights_mod   # where load_model looks its helpers up
 
 # listed case -> [module::test, ...] covering it
 CASES = {
@@ -109,8 +109,9 @@ CASES = {
     "load_pretrained on a mistyped local path": ["test_hub::test_mistyped_local_path_is_not_sent_to_the_hub"],
     "saving: bad arguments create nothing, a failed write leaves the old checkpoint": [
         "test_weights::test_bad_save_arguments_create_nothing", "test_weights::test_failed_save_changes_nothing"],
-    "names importable after the tokenizer / weights split": ["test_tokenizer::test_every_old_name_is_importable",
-                                                            "test_weights::test_every_old_name_is_importable"],
+    "public names of the packages, and no private re-exports": [
+        "test_tokenizer::test_the_tokenizer_package_exports_its_public_names_only",
+        "test_layout::test_every_module_imports_and_exports_what_it_names"],
 }
 
 
@@ -335,7 +336,7 @@ def test_failed_load_releases_everything(ckpt, monkeypatch, quantize):
     """A failure in the middle of a load (here: out of memory at the 5th tensor) returns no model, and
     every tensor already placed is released, even while the traceback is kept (as a notebook does)."""
     placed, seen_models = [], []
-    set_tensor = weights_mod._set_tensor
+    set_tensor = weights_mod.set_tensor
     read_tensor = weights_mod.read_tensor
     calls = {"n": 0}
 
@@ -352,7 +353,7 @@ def test_failed_load_releases_everything(ckpt, monkeypatch, quantize):
             raise MemoryError("simulated out-of-memory while loading")
         return read_tensor(info, handle)
 
-    monkeypatch.setattr(weights_mod, "_set_tensor", recording_set_tensor)
+    monkeypatch.setattr(weights_mod, "set_tensor", recording_set_tensor)
     monkeypatch.setattr(weights_mod, "read_tensor", failing_read)
     with pytest.raises(MemoryError, match="simulated") as excinfo:
         load_model(ckpt, quantize=quantize)
@@ -418,7 +419,7 @@ def test_unsharded_file_beside_a_sharded_index_is_refused(model, tmp_path):
 def _poke(path, layout, name, index, value):
     """Set one value of tensor ``name`` (Mistral name) in a saved checkpoint; return the file's tensor name."""
     from safetensors.torch import load_file, save_file
-    from mistral_nb.weights import mistral_to_hf_name
+    from mistral_nb.checkpoint import mistral_to_hf_name
     file = path / ("consolidated.safetensors" if layout == "mistral" else "model.safetensors")
     stored = name if layout == "mistral" else mistral_to_hf_name(name)
     tensors = load_file(str(file))
@@ -438,7 +439,7 @@ def test_non_finite_weight_is_named(model, tmp_path, value, layout, quantize):
 
 
 def test_quantize_int8_refuses_non_finite():
-    from mistral_nb.quant import quantize_int8, quantize_model
+    from mistral_nb.speed.int8 import quantize_int8, quantize_model
     w = torch.randn(40, 16)
     w[33, 2] = math.nan
     with pytest.raises(ValueError, match="quantize_int8: row 33 of the weight holds NaN or Inf"):
@@ -535,7 +536,7 @@ def test_malformed_header_entry(ckpt, field, value, message):
 
 
 def test_header_size_limits(ckpt, monkeypatch):
-    from mistral_nb import safetensors_io
+    from mistral_nb.checkpoint import safetensors_file as safetensors_io
     f = ckpt / "consolidated.safetensors"
     header, _ = _header_and_data(f)
     monkeypatch.setattr(safetensors_io, "MAX_TENSORS", len(header) - 2)
@@ -583,7 +584,7 @@ def test_special_files_are_refused(model, tmp_path, kind, name):
 def test_special_files_are_refused_by_the_readers_themselves(tmp_path):
     """Called directly (without the directory scan in front), the readers refuse them too."""
     from mistral_nb import ModelArgs
-    from mistral_nb.safetensors_io import read_header
+    from mistral_nb.checkpoint.safetensors_file import read_header
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     with no_hang(), pytest.raises(CheckpointError, match=r"pipe: safetensors file is not a regular file \(it is a "

@@ -1,4 +1,4 @@
-"""mistral_nb.exercises: every stored answer is right, wrong answers are refused, nothing is revealed.
+"""mistral_nb.book.exercises: every stored answer is right, wrong answers are refused, nothing is revealed.
 
 Each expected value below is recomputed from the package where it can be (the chapters' solution
 cells compute them the same way), so a change in the package that changes an answer fails here.
@@ -12,17 +12,19 @@ import pytest
 import torch
 
 from mistral_nb import ModelArgs, Tokenizer, Transformer
-from mistral_nb.corpus import TokenStream, load_documents
-from mistral_nb.ngram import BigramLM
-from mistral_nb.cache import kv_cache_bytes
-from mistral_nb.exercises import ANSWERS, Answer, Verified, canonical, check, digest, form_of, is_correct
-from mistral_nb.flash import flash_state_bytes, score_matrix_bytes
+from mistral_nb.training.corpus import TokenStream, load_documents
+from mistral_nb.evals.ngram import BigramLM
+from mistral_nb.costs import kv_cache_bytes
+from mistral_nb.book.exercises import ANSWERS, Answer, Verified, canonical, check, digest, form_of, is_correct
+from mistral_nb.costs import flash_state_bytes, score_matrix_bytes
 from mistral_nb.masks import attended_pairs, receptive_field
-from mistral_nb.model import parameter_counts, weights_read_per_token
+from mistral_nb.costs import parameter_counts, weights_read_per_token
 from mistral_nb import parallel
-from mistral_nb.results import recorded_path
-from mistral_nb.quant import model_nbytes, quantize_model
-from mistral_nb.roofline import H100_SXM_BF16, decode_cost
+from mistral_nb.book.results import recorded_path
+from mistral_nb.costs import model_nbytes
+from mistral_nb.speed.int8 import quantize_model
+from mistral_nb.speed.roofline import H100_SXM_BF16
+from mistral_nb.costs import decode_cost
 from mistral_nb.rope import mistral_to_hf_qk, rope_inv_freq
 
 M7 = ModelArgs.mistral_7b()

@@ -1,4 +1,4 @@
-"""mistral_nb.flash (online softmax, tiled attention) and mistral_nb.roofline (FLOPs, bytes, ceilings)."""
+"""mistral_nb.speed.flash (online softmax, tiled attention) and mistral_nb.speed.roofline (FLOPs, bytes, ceilings)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import torch
 
 from mistral_nb import ModelArgs
 from mistral_nb.attention import attention_naive, attention_sdpa
-from mistral_nb.flash import (flash_attention, flash_state_bytes, online_softmax, score_matrix_bytes,
-                              visited_tiles)
+from mistral_nb.speed.flash import flash_attention, online_softmax, visited_tiles
+from mistral_nb.costs import flash_state_bytes, score_matrix_bytes
 from mistral_nb.masks import attended_pairs, sliding_window_mask
-from mistral_nb.model import parameter_counts, weights_read_per_token
-from mistral_nb.results import load_recorded
-from mistral_nb.roofline import (H100_SXM_BF16, Cost, Machine, cpu_machine, decode_cost, forward_cost,
-                                 keys_seen, kv_bytes_per_token, matmul_params, prefill_cost)
+from mistral_nb.costs import parameter_counts, weights_read_per_token
+from mistral_nb.book.results import load_recorded
+from mistral_nb.speed.roofline import H100_SXM_BF16, Machine, cpu_machine
+from mistral_nb.costs import (Cost, decode_cost, forward_cost, keys_seen, kv_bytes_per_token, matmul_params,
+                              prefill_cost)
 
 M7 = ModelArgs.mistral_7b()
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from helpers import random_model, tiny_args
 from mistral_nb import CheckpointError, generate, load_model, save_checkpoint
-from mistral_nb.safetensors_io import read_header
+from mistral_nb.checkpoint.safetensors_file import read_header
 
 FUZZ = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -9,8 +9,8 @@ import torch
 
 from helpers import random_model, tiny_args
 from mistral_nb import ModelArgs, load_model, save_checkpoint
-from mistral_nb import hub
-from mistral_nb.hub import DeviceInfo, HubAccessError, choose_settings, load_pretrained
+from mistral_nb.checkpoint import hub
+from mistral_nb.checkpoint.hub import DeviceInfo, HubAccessError, choose_settings, load_pretrained
 
 GB = 10**9
 SECRET = "hf_THIS_IS_A_SECRET_TOKEN_0123456789"
@@ -169,8 +169,9 @@ def test_estimate_nbytes_builds_nothing(args, dtype, monkeypatch):
     """The estimate equals the bytes of the built model, but is computed from the config alone: a
     downloaded config.json claiming 10**7 layers costs no memory before the download is refused."""
     from mistral_nb.model import Transformer
-    from mistral_nb.quant import model_nbytes, quantize_model
-    from mistral_nb.weights import empty_model
+    from mistral_nb.costs import model_nbytes
+    from mistral_nb.speed.int8 import quantize_model
+    from mistral_nb.checkpoint import empty_model
     model = empty_model(args).to(dtype)
     full = model_nbytes(model)
     assert hub.estimate_nbytes(args, dtype) == full
@@ -215,10 +216,10 @@ def test_cpu_bf16_is_packed_only_where_onednn_can_and_nothing_is_quantized():
     assert not choose_settings(M7B, DeviceInfo("cuda:0", "NVIDIA L4", (8, 9), int(22 * GB), bf16_pack=True)).pack
 
 
-@pytest.mark.skipif(not __import__("mistral_nb.cpu_pack", fromlist=["x"]).pack_available(),
+@pytest.mark.skipif(not __import__("mistral_nb.speed.cpu_pack", fromlist=["x"]).pack_available(),
                     reason="no oneDNN bf16 kernel on this CPU")
 def test_load_pretrained_packs_on_a_cpu_that_can(tiny_ckpt, capsys):
-    from mistral_nb.cpu_pack import PackedLinear
+    from mistral_nb.speed.cpu_pack import PackedLinear
 
     _, path = tiny_ckpt
     info = DeviceInfo("cpu", "CPU", None, 8 * GB, bf16_pack=True)

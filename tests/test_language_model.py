@@ -9,15 +9,15 @@ import torch
 
 from helpers import rel_err
 from mistral_nb import ModelArgs, load_model
-from mistral_nb.corpus import TokenStream, load_documents
-from mistral_nb.evaluate import cached_logits, loss_by_context, loss_by_position, mean_loss, per_token_losses
-from mistral_nb.heads import (attention_by_distance, first_token_scores, induction_scores, previous_token_scores,
-                              repeated_random_tokens, top_heads)
-from mistral_nb.ngram import BigramLM, UnigramLM, uniform_loss
-from mistral_nb.results import load_recorded, recorded_checkpoint, recorded_path, repository_root
-from mistral_nb.tasks import attention_maps
-from mistral_nb.train import (IGNORE, load_training_state, next_token_loss, perplexity, seeded_model,
-                              shift_targets, train)
+from mistral_nb.training.corpus import TokenStream, load_documents
+from mistral_nb.evals.language import cached_logits, loss_by_context, loss_by_position, mean_loss, per_token_losses
+from mistral_nb.evals.heads import (attention_by_distance, first_token_scores, induction_scores,
+                                    previous_token_scores, repeated_random_tokens, top_heads)
+from mistral_nb.evals.ngram import BigramLM, UnigramLM, uniform_loss
+from mistral_nb.book.results import load_recorded, recorded_checkpoint, recorded_path, repository_root
+from mistral_nb.evals.heads import attention_maps
+from mistral_nb.training.loop import (IGNORE, load_training_state, next_token_loss, perplexity, seeded_model,
+                                      shift_targets, train)
 
 V = 50
 

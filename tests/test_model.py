@@ -12,8 +12,8 @@ from mistral_nb.attention import attention_naive, attention_sdpa, banded_attenti
 from mistral_nb.masks import (and_masks, causal, chunk_mask, mask_matrix, reachability, receptive_field,
                               sliding_window, sliding_window_mask)
 from mistral_nb.norm import RMSNorm, rms_norm
-from mistral_nb.rope import (apply_rope, apply_rope_complex, apply_rope_hf, hf_to_mistral_qk,
-                             mistral_to_hf_qk, rope_angles)
+from mistral_nb.rope import (apply_rope, apply_rope_complex, apply_rope_hf, hf_to_mistral_qk, mistral_to_hf_qk,
+                             rope_angles)
 
 
 def test_mistral_7b_parameter_count_on_meta():
@@ -204,7 +204,7 @@ def test_banded_pairs_cover_the_window_and_beat_dense():
 
 
 def test_parameter_counts_and_bytes_read_per_token():
-    from mistral_nb.model import parameter_counts, weights_read_per_token
+    from mistral_nb.costs import parameter_counts, weights_read_per_token
 
     for args in (ModelArgs.mistral_7b(), tiny_args(), tiny_args(n_kv_heads=4, sliding_window=None)):
         with torch.device("meta"):

@@ -23,10 +23,11 @@ import torch
 
 from helpers import tiny_args
 from mistral_nb import ModelArgs, generate, load_model
-from mistral_nb.parallel import (Partition, ThreadComm, _ThreadHub, check_degree, check_parity, comm_bytes_per_token,
+from mistral_nb.checkpoint.safetensors_file import CheckpointError
+from mistral_nb.parallel import (Partition, ThreadComm, check_degree, check_parity, comm_bytes_per_token,
                                  launch, load_tensor_parallel, parallelize_with_dtensor, rank_parameter_bytes,
-                                 read_slice, run_all, valid_degrees)
-from mistral_nb.safetensors_io import CheckpointError, read_header
+                                 run_all, valid_degrees)
+from mistral_nb.parallel.comm import ThreadHub
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [[1, 5, 9, 20, 7, 3, 44, 12, 8, 100, 2], [1, 8]]    # the first is longer than W = 8: chunked prefill
@@ -114,7 +115,7 @@ def test_each_rank_holds_and_reads_one_nth_of_the_split_weights(reports, world):
             assert rep["param_bytes"] == rep["param_bytes_expected"] == expected
             assert rep["bytes_read"] == expected                # only its slices came off the disk
     if world <= args.n_kv_heads:                               # all split: n ranks hold the model once
-        from mistral_nb.weights import empty_model
+        from mistral_nb.checkpoint import empty_model
 
         norms = (2 * args.n_layers + 1) * args.dim * 4
         total = sum(p.numel() for p in empty_model(args).parameters()) * 4
@@ -209,8 +210,8 @@ def test_beyond_n_kv_heads_key_value_heads_are_replicated():
 
 
 def test_memory_and_traffic_arithmetic_for_7b():
-    from mistral_nb.cache import kv_cache_bytes
-    from mistral_nb.model import weights_read_per_token
+    from mistral_nb.costs import kv_cache_bytes
+    from mistral_nb.costs import weights_read_per_token
     from mistral_nb.parallel import memory_per_rank, rank_kv_cache_bytes, rank_weights_read_per_token
 
     m7 = ModelArgs.mistral_7b()
@@ -246,11 +247,11 @@ def test_dtensor_refuses_what_it_cannot_express():
 def test_loading_with_a_bad_degree_fails_before_reading(hf_pair):
     _, hf_dir, _ = hf_pair
     with pytest.raises(ValueError, match="degree 3 does not divide n_heads 4"):
-        load_tensor_parallel(hf_dir, ThreadComm(_ThreadHub(3, 5.0), 0))
+        load_tensor_parallel(hf_dir, ThreadComm(ThreadHub(3, 5.0), 0))
 
 
 def test_paged_block_table_frees_blocks_that_left_the_window():
-    from mistral_nb.parallel import paged_block_table, paged_kv_tokens
+    from mistral_nb.speed.paged import paged_block_table, paged_kv_tokens
 
     assert paged_block_table(14, 4, 8) == [None, 1, 2, 0]       # block 0 freed, its id reused for block 3
     assert paged_block_table(14, 4) == [0, 1, 2, 3]              # no window: nothing is freed
@@ -287,30 +288,11 @@ def test_a_non_finite_weight_in_a_rank_slice_is_named(tmp_path):
     with torch.no_grad():
         model.layers[1].feed_forward.w2.weight[3, 100] = float("nan")     # column 100: rank 1 of 2 (64 each)
     save_checkpoint(model, tmp_path / "bad", layout="mistral")
-    hub = _ThreadHub(2, 5.0)
+    hub = ThreadHub(2, 5.0)
     load_tensor_parallel(tmp_path / "bad", ThreadComm(hub, 0))           # rank 0's slice is clean
-    with pytest.raises(CheckpointError, match=r"'layers.1.feed_forward.w2.weight' holds nan at index \(3, 36\) "
-                                              r"of the slice \(1, 64, 128\) rank 1 reads"):
+    with pytest.raises(CheckpointError, match=r"'layers.1.feed_forward.w2.weight' \(the piece \(1, 64, 128\) rank 1 "
+                                              r"reads\) holds nan at index \(3, 36\)"):
         load_tensor_parallel(tmp_path / "bad", ThreadComm(hub, 1))
-
-
-def test_read_slice_reads_exactly_the_rows_or_columns(tmp_path):
-    from safetensors.torch import save_file
-
-    torch.manual_seed(0)
-    tensors = {"a": torch.randn(6, 10), "b": torch.randn(7, 12).to(torch.bfloat16), "n": torch.randn(5)}
-    save_file(tensors, str(tmp_path / "x.safetensors"))
-    info = read_header(tmp_path / "x.safetensors")
-    for name in ("a", "b"):
-        full = tensors[name]
-        rows, n_rows = read_slice(info[name], (0, 2, 5))
-        cols, n_cols = read_slice(info[name], (1, 3, 9))
-        assert torch.equal(rows, full[2:5]) and n_rows == full[2:5].numel() * full.element_size()
-        assert torch.equal(cols, full[:, 3:9]) and n_cols == full[:, 3:9].numel() * full.element_size()
-    whole, n = read_slice(info["n"], None)
-    assert torch.equal(whole, tensors["n"]) and n == 20
-    with pytest.raises(CheckpointError, match=r"cannot take slice \(1, 8, 13\) of tensor 'a' of shape \(6, 10\)"):
-        read_slice(info["a"], (1, 8, 13))
 
 
 # ---------------------------------------------------------------------------------------------- launching
@@ -369,7 +351,7 @@ def test_threads_give_the_same_results_as_processes(reports):
 
 
 def test_auto_falls_back_to_threads_when_processes_cannot_start(monkeypatch):
-    import mistral_nb.parallel as par
+    import mistral_nb.parallel.launcher as par
 
     def refuse(*a, **k):
         raise par._StartupError("no processes here")

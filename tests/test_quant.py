@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from helpers import random_model, rel_err, tiny_args
 from mistral_nb import ModelArgs, Transformer, generate, load_model, save_checkpoint
-from mistral_nb.quant import Int8Linear, dequantize_int8, model_nbytes, quantize_int8, quantize_model
+from mistral_nb.speed.int8 import Int8Linear, dequantize_int8, quantize_int8, quantize_model
+from mistral_nb.costs import model_nbytes
 
 
 @settings(max_examples=40, deadline=None, database=None)
@@ -149,7 +150,7 @@ def test_progress_bar_counts_bytes_and_names_the_shard(tmp_path, capsys):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("rows", [1, 3, 40])
 def test_int8_kernel_and_cast_path_equal_the_dequantized_reference(dtype, rows):
-    from mistral_nb.quant import INT8_KERNEL_MAX_ROWS, Int8Linear, int8_kernel_used
+    from mistral_nb.speed.int8 import INT8_KERNEL_MAX_ROWS, Int8Linear, int8_kernel_used
 
     torch.manual_seed(rows)
     w = torch.randn(96, 64) * 0.05
@@ -169,7 +170,7 @@ def test_int8_kernel_is_what_decoding_uses(monkeypatch):
     """A one-token step of an int8 bf16 model goes through torch._weight_int8pack_mm; a prefill of many
     tokens does not (cast and multiply)."""
     from mistral_nb import ModelArgs, Transformer
-    from mistral_nb.quant import quantize_model
+    from mistral_nb.speed.int8 import quantize_model
 
     calls = []
     real = torch._weight_int8pack_mm
@@ -186,8 +187,9 @@ def test_int8_kernel_is_what_decoding_uses(monkeypatch):
 
 def test_decode_bytes_per_token_counts_int8_weights_and_one_embedding_row():
     from mistral_nb import ModelArgs, Transformer
-    from mistral_nb.model import weights_read_per_token
-    from mistral_nb.quant import decode_bytes_per_token, quantize_model
+    from mistral_nb.costs import weights_read_per_token
+    from mistral_nb.costs import decode_bytes_per_token
+    from mistral_nb.speed.int8 import quantize_model
 
     args = ModelArgs.tiny()
     model = Transformer(args).to(torch.bfloat16)
@@ -198,27 +200,30 @@ def test_decode_bytes_per_token_counts_int8_weights_and_one_embedding_row():
     assert decode_bytes_per_token(q) == weights_read_per_token(args, 2) - linear * 2 + linear + scales
 
 
-def test_cast_path_reuses_one_buffer_per_dtype():
-    from mistral_nb import quant
+def test_cast_path_reuses_one_scratch_per_model_and_dtype():
+    from mistral_nb.speed.int8 import CastScratch, Int8Linear
 
     torch.manual_seed(0)
-    big, small = quant.Int8Linear.from_weight(torch.randn(64, 48)), quant.Int8Linear.from_weight(torch.randn(16, 48))
+    model = quantize_model(torch.nn.Sequential(torch.nn.Linear(48, 64, bias=False), torch.nn.Linear(48, 16, bias=False)))
+    big, small = model[0], model[1]
+    assert big.scratch is small.scratch and isinstance(big.scratch, CastScratch)   # one per model
+    other = Int8Linear.from_weight(torch.randn(8, 48))
+    assert other.scratch is not big.scratch                                         # not one per process
     x = torch.randn(50, 48, dtype=torch.bfloat16)                       # 50 rows: the cast path
-    quant._CAST_BUFFERS.clear()
     with torch.no_grad():
         a = big(x)
-        buf = quant._CAST_BUFFERS[torch.bfloat16]
+        buf = big.scratch.buffers[torch.bfloat16]
         b = small(x)
         c = big(x)
-    assert quant._CAST_BUFFERS[torch.bfloat16] is buf and buf.numel() == 64 * 48     # reused, not regrown
+    assert big.scratch.buffers[torch.bfloat16] is buf and buf.numel() == 64 * 48     # reused, not regrown
     assert torch.equal(a, c) and b.shape == (50, 16)
     ref = x.float() @ small.dequantize().T
     assert float((b.float() - ref).abs().max() / ref.abs().max()) < 2e-2
 
 
 def test_int8_kernel_row_limits_are_the_recorded_crossovers():
-    from mistral_nb.quant import INT8_KERNEL_MAX_ROWS
-    from mistral_nb.results import load_recorded
+    from mistral_nb.speed.int8 import INT8_KERNEL_MAX_ROWS
+    from mistral_nb.book.results import load_recorded
 
     recorded = load_recorded("benchmarks/results/int8_linear.json")["int8_kernel_max_rows"]
     assert {str(k).removeprefix("torch."): v for k, v in INT8_KERNEL_MAX_ROWS.items()} == recorded

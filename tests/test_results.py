@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mistral_nb import results
+from mistral_nb.book import results
 
 ROOT = Path(__file__).resolve().parent.parent
 

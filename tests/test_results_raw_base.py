@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mistral_nb import results
+from mistral_nb.book import results
 
 GITHUB_RAW = "https://raw.githubusercontent.com/mistral-nb/mistral-7b-from-scratch/main"
 

@@ -1,10 +1,10 @@
-"""mistral_nb.source: listings of whole objects and of pieces of long functions."""
+"""mistral_nb.book.source: listings of whole objects and of pieces of long functions."""
 
 from __future__ import annotations
 
 import pytest
 
-from mistral_nb.source import show_source, source_of, source_part
+from mistral_nb.book.source import show_source, source_of, source_part
 
 
 def sample(x):

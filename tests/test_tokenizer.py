@@ -13,17 +13,9 @@ import sentencepiece as spm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mistral_nb.tokenizer import (
-    SPACE,
-    BPETokenizer,
-    ChatFormatError,
-    PieceType,
-    Tokenizer,
-    _iter_fields,
-    format_chat,
-    mistral_v1_model_bytes,
-    parse_model_proto,
-)
+from mistral_nb.tokenizer import (SPACE, BPETokenizer, ChatFormatError, PieceType, Tokenizer, format_chat,
+                                  mistral_v1_model_bytes, parse_model_proto)
+from mistral_nb.tokenizer.model_file import _iter_fields
 
 HYPOTHESIS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -577,15 +569,9 @@ def test_decode_rejects_bool_ids(tok, bpe):
             t.id_to_piece(True)
 
 
-def test_every_old_name_is_importable():
-    """Every name the single-file tokenizer.py defined is still importable from mistral_nb.tokenizer."""
+def test_the_tokenizer_package_exports_its_public_names_only():
     import mistral_nb.tokenizer as t
 
-    old = ["BPETokenizer", "ChatFormatError", "ModelSpec", "PieceType", "SPACE", "Tokenizer", "_MISTRAL_V1_PACKAGE",
-           "_MISTRAL_V1_RESOURCE", "_MODEL_NORMALIZER_SPEC", "_MODEL_PIECES", "_MODEL_TRAINER_SPEC",
-           "_NORMALIZER_FIELDS", "_PIECE_SCORE", "_PIECE_TEXT", "_PIECE_TYPE", "_ROLES", "_TRAINER_FIELDS",
-           "_chat_turns", "_check_ids", "_check_text", "_decode_utf8_like_sentencepiece", "_iter_fields",
-           "_read_model_file", "_read_varint", "_utf8_length", "format_chat", "mistral_v1_model_bytes",
-           "parse_model_proto"]
-    assert [n for n in old if not hasattr(t, n)] == []
-    assert set(t.__all__) <= set(dir(t))
+    assert set(t.__all__) == {"SPACE", "PieceType", "ModelSpec", "parse_model_proto", "check_pieces",
+                              "mistral_v1_model_bytes", "ChatFormatError", "format_chat", "Tokenizer", "BPETokenizer"}
+    assert [n for n in dir(t) if n.startswith("_") and not n.startswith("__")] == []

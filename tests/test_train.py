@@ -12,9 +12,9 @@ import torch  # noqa: E402
 
 from mistral_nb import ModelArgs, viz  # noqa: E402
 from mistral_nb.masks import receptive_field, sliding_window_mask  # noqa: E402
-from mistral_nb.tasks import (KeyRecall, accuracy_by_distance, attention_maps, distances, hop_path,  # noqa: E402
-                              key_influence_by_distance)
-from mistral_nb.train import IGNORE, lr_at, seeded_model, train  # noqa: E402
+from mistral_nb.training.tasks import KeyRecall, accuracy_by_distance, distances, key_influence_by_distance
+from mistral_nb.evals.heads import attention_maps, hop_path
+from mistral_nb.training.loop import IGNORE, lr_at, seeded_model, train  # noqa: E402
 
 TASK = KeyRecall(n_keys=8, n_noise=8, seq_len=12, max_key_pos=2)        # distances 1 .. 9
 
@@ -133,7 +133,7 @@ def test_trained_model_beats_chance_within_reach_only(trained):
 
 
 def test_weight_decay_skips_norm_gains(trained):
-    from mistral_nb.train import param_groups
+    from mistral_nb.training.loop import param_groups
 
     model, _ = trained
     groups = param_groups(model, 0.1)

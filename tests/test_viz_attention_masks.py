@@ -172,7 +172,7 @@ def test_mask_colors_are_three():
 
 def test_mask_explorer_builds_and_redraws():
     pytest.importorskip("ipywidgets")
-    from mistral_nb.widgets import MaskExplorer, mask_explorer
+    from mistral_nb.book.widgets import MaskExplorer, mask_explorer
 
     ex = mask_explorer(window=4, seq_len=20, layers=3)
     assert isinstance(ex, MaskExplorer)
@@ -203,7 +203,7 @@ def test_mask_explorer_builds_and_redraws():
 
 def test_mask_explorer_png_is_deterministic():
     pytest.importorskip("ipywidgets")
-    from mistral_nb.widgets import mask_explorer
+    from mistral_nb.book.widgets import mask_explorer
 
     a, b = mask_explorer(window=3, seq_len=12, layers=2), mask_explorer(window=3, seq_len=12, layers=2)
     assert a.output.outputs[0]["data"]["image/png"] == b.output.outputs[0]["data"]["image/png"]

@@ -11,7 +11,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from mistral_nb import ModelArgs, RollingBufferCache, Transformer, viz  # noqa: E402
-from mistral_nb.cache import kv_cache_bytes  # noqa: E402
+from mistral_nb.costs import kv_cache_bytes  # noqa: E402
 from mistral_nb.masks import chunk_mask  # noqa: E402
 
 

@@ -11,7 +11,8 @@ from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.patches import Circle, Rectangle  # noqa: E402
 
 from mistral_nb import ModelArgs, viz  # noqa: E402
-from mistral_nb.parallel import memory_per_rank, paged_block_table  # noqa: E402
+from mistral_nb.parallel import memory_per_rank  # noqa: E402
+from mistral_nb.speed.paged import paged_block_table
 
 
 @pytest.fixture(autouse=True)

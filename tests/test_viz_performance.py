@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 from mistral_nb import viz  # noqa: E402
 from mistral_nb.attention import banded_pairs  # noqa: E402
-from mistral_nb.results import load_recorded  # noqa: E402
+from mistral_nb.book.results import load_recorded  # noqa: E402
 from mistral_nb.viz.performance import SPEED_ROWS  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
@@ -85,14 +85,6 @@ def test_banded_vs_dense_speedup_labels_clear_the_curves_and_the_tick_labels():
             assert not hit.any(), f"{t.get_text()!r} crosses a curve"
 
 
-def test_kv_cache_bars_group_three_series_per_length():
-    computed = recorded("kv_cache_bytes")["computed_7b_bf16"]
-    ax = viz.plot_kv_cache_gb(computed)
-    assert len(ax.patches) == 3 * len(computed)
-    rolling = [p.get_height() for p in ax.patches[2 * len(computed):]]
-    assert rolling == [c["gqa_rolling_gb"] for c in computed]
-
-
 def test_attention_cost_curves_use_the_package_counts():
     lens, W = [1024, 4096], 256
     ax = viz.plot_attention_cost(lens, W)
@@ -103,7 +95,8 @@ def test_attention_cost_curves_use_the_package_counts():
 
 def test_roofline_places_points_on_the_roof():
     from mistral_nb import ModelArgs
-    from mistral_nb.roofline import H100_SXM_BF16, cpu_machine, decode_cost, prefill_cost
+    from mistral_nb.speed.roofline import H100_SXM_BF16, cpu_machine
+    from mistral_nb.costs import decode_cost, prefill_cost
 
     m7 = ModelArgs.mistral_7b()
     points = [{"label": "decode", "cost": decode_cost(m7)}, {"label": "prefill", "cost": prefill_cost(m7, 4096)},
@@ -122,7 +115,7 @@ def test_roofline_places_points_on_the_roof():
 
 
 def test_flash_tiles_outline_the_visited_tiles():
-    from mistral_nb.flash import visited_tiles
+    from mistral_nb.speed.flash import visited_tiles
 
     ax = viz.plot_flash_tiles(32, 8, 4)
     assert len(ax.patches) == len(visited_tiles(32, 8, 4, 4)) == 21

@@ -9,8 +9,8 @@ import torch
 
 from helpers import random_model, rel_err, tiny_args
 from mistral_nb import CheckpointError, load_model, save_checkpoint
-from mistral_nb.safetensors_io import read_header, read_tensor
-from mistral_nb.weights import convert_checkpoint, detect_layout, hf_to_mistral_name, mistral_to_hf_name
+from mistral_nb.checkpoint.safetensors_file import read_header, read_tensor
+from mistral_nb.checkpoint import convert_checkpoint, detect_layout, hf_to_mistral_name, mistral_to_hf_name
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_failed_save_changes_nothing(model, tmp_path, monkeypatch):
 
 
 def test_bad_save_arguments_create_nothing(model, tmp_path):
-    from mistral_nb.weights import empty_model
+    from mistral_nb.checkpoint import empty_model
     for kwargs, exc, message in [
         (dict(layout="gguf"), ValueError, "layout must be 'hf' or 'mistral', got 'gguf'"),
         (dict(dtype="int8"), ValueError, "unsupported dtype 'int8'"),
@@ -263,7 +263,7 @@ def test_convert_refuses_the_same_directory(model, tmp_path):
 def test_save_int8_model_writes_a_loadable_checkpoint(model, tmp_path, layout):
     """An int8 model is saved dequantized (q * scale): a standard checkpoint that computes what the
     int8 model computes, and that quantizes back to the same int8 weights."""
-    from mistral_nb.quant import Int8Linear, quantize_model
+    from mistral_nb.speed.int8 import Int8Linear, quantize_model
     int8 = quantize_model(random_model(tiny_args(n_layers=2), seed=3))
     path = save_checkpoint(int8, tmp_path / "q", layout=layout)
     tokens = torch.randint(0, 300, (2, 12))
@@ -278,27 +278,15 @@ def test_save_int8_model_writes_a_loadable_checkpoint(model, tmp_path, layout):
 
 
 # ---------------------------------------------------------------- the package split
-def test_every_old_name_is_importable():
-    """Every name the single-file weights.py defined or re-exported is still importable from mistral_nb.weights."""
-    import mistral_nb.weights as w
-    old = ["CheckpointError", "DTYPE_NAMES", "FLOAT_DTYPES", "Int8Linear", "ModelArgs", "PICKLE_SUFFIXES",
-           "QUANTIZE_MODES", "TensorInfo", "Transformer", "_HF_LAYER", "_HF_TOP", "_MISTRAL_LAYER", "_MISTRAL_TOP",
-           "_is_q_or_k", "_release", "_set_tensor", "_weight_files", "convert_checkpoint", "detect_layout",
-           "empty_model", "hf_to_mistral_name", "hf_to_mistral_qk", "iter_checkpoint", "load_model",
-           "mistral_to_hf_name", "mistral_to_hf_qk", "plan_checkpoint", "quantize_model", "read_args", "read_header",
-           "read_tensor", "resolve_device", "resolve_dtype", "save_checkpoint", "state_dict_for_layout", "weight_files"]
-    assert [n for n in old if not hasattr(w, n)] == []
-
-
 @pytest.mark.parametrize("args", [tiny_args(n_layers=2), tiny_args(n_layers=3, n_kv_heads=4, head_dim=32)])
 def test_expected_shapes_match_the_model(args):
-    from mistral_nb.weights import empty_model, expected_shapes
+    from mistral_nb.checkpoint import empty_model, expected_shapes
     assert expected_shapes(args) == {k: tuple(v.shape) for k, v in empty_model(args).state_dict().items()}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_first_non_finite_finds_the_first_culprit(dtype, monkeypatch):
-    from mistral_nb.weights import first_non_finite, loading
+    from mistral_nb.checkpoint import first_non_finite, loading
     monkeypatch.setattr(loading, "FINITE_CHECK_ELEMENTS", 64)          # several chunks even for a small tensor
     t = torch.randn(30, 20).to(dtype)
     assert first_non_finite(t) is None
@@ -308,3 +296,26 @@ def test_first_non_finite_finds_the_first_culprit(dtype, monkeypatch):
         bad[where] = value
         bad[29, 19] = math.nan
         assert first_non_finite(bad) == where
+
+
+def test_read_tensor_reads_exactly_a_piece_of_rows_or_columns(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    tensors = {"a": torch.randn(6, 10), "b": torch.randn(7, 12).to(torch.bfloat16), "n": torch.randn(5)}
+    save_file(tensors, str(tmp_path / "x.safetensors"))
+    info = read_header(tmp_path / "x.safetensors")
+    for name in ("a", "b"):
+        full = tensors[name]
+        assert torch.equal(read_tensor(info[name], piece=(0, 2, 5)), full[2:5])
+        assert torch.equal(read_tensor(info[name], piece=(1, 3, 9)), full[:, 3:9])
+        assert read_tensor(info[name], piece=(1, 3, 3)).shape == (full.shape[0], 0)
+    assert torch.equal(read_tensor(info["n"], piece=(0, 1, 4)), tensors["n"][1:4])
+    assert torch.equal(read_tensor(info["n"]), tensors["n"])
+    for bad in ((1, 8, 13), (2, 0, 1), (-1, 0, 1), (0, 4, 2)):
+        with pytest.raises(CheckpointError, match=r"cannot take piece .* of tensor 'a' of shape \(6, 10\)"):
+            read_tensor(info["a"], piece=bad)
+    with open(tmp_path / "x.safetensors", "r+b") as f:      # truncate the file under its header
+        f.truncate(info["b"].start + 10)
+    with pytest.raises(CheckpointError, match=r"truncated while reading tensor 'b' \(piece \(1, 3, 9\)\)"):
+        read_tensor(info["b"], piece=(1, 3, 9))

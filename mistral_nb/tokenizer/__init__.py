@@ -52,13 +52,9 @@ One module per concept: :mod:`.model_file` (the ``.model`` protobuf and its chec
 
 from __future__ import annotations
 
-from .bpe import SPACE, BPETokenizer, _decode_utf8_like_sentencepiece, _utf8_length
-from .chat import _ROLES, ChatFormatError, _chat_turns, format_chat
-from .checks import _check_ids, _check_text
-from .model_file import (_MISTRAL_V1_PACKAGE, _MISTRAL_V1_RESOURCE, _MODEL_NORMALIZER_SPEC, _MODEL_PIECES,
-                         _MODEL_TRAINER_SPEC, _NORMALIZER_FIELDS, _PIECE_SCORE, _PIECE_TEXT, _PIECE_TYPE,
-                         _TRAINER_FIELDS, ModelSpec, PieceType, _iter_fields, _read_model_file, _read_varint,
-                         check_pieces, mistral_v1_model_bytes, parse_model_proto)
+from .bpe import SPACE, BPETokenizer
+from .chat import ChatFormatError, format_chat
+from .model_file import ModelSpec, PieceType, check_pieces, mistral_v1_model_bytes, parse_model_proto
 from .sentencepiece_tokenizer import Tokenizer
 
 __all__ = [

@@ -45,26 +45,10 @@ def _chat_turns(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]
         raise ChatFormatError(f"messages must be a list of dicts, got {type(messages).__name__}")
     if len(messages) == 0:
         raise ChatFormatError("messages is empty: a conversation needs at least one user message")
-
     system_parts: list[str] = []
     turns: list[tuple[int, str, str]] = []  # (index, role, content) of user/assistant messages
     for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
-            raise ChatFormatError(f"message {index} must be a dict with 'role' and 'content' keys, got {message!r}")
-        role, content = message["role"], message["content"]
-        if role not in _ROLES:
-            raise ChatFormatError(f"message {index}: unknown role {role!r} (expected one of {', '.join(_ROLES)})")
-        if not isinstance(content, str):
-            raise ChatFormatError(
-                f"message {index} (role {role!r}): content must be a str, got {type(content).__name__}"
-            )
-        try:
-            content.encode("utf-8")
-        except UnicodeEncodeError as err:  # lone surrogates such as '\ud800'
-            raise ChatFormatError(
-                f"message {index} (role {role!r}): content is not valid Unicode "
-                f"(lone surrogate at position {err.start})"
-            ) from None
+        role, content = _checked_message(index, message)
         if role == "system":
             if index > 0 and messages[index - 1]["role"] == "assistant":
                 raise ChatFormatError(
@@ -83,7 +67,6 @@ def _chat_turns(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]
         if role == "assistant" and not content:
             raise ChatFormatError(f"message {index} (role 'assistant'): content must not be empty")
         turns.append((index, role, content))
-
     if not turns:
         raise ChatFormatError("the conversation has no user message")
     last_index, last_role, _ = turns[-1]
@@ -91,7 +74,29 @@ def _chat_turns(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]
         raise ChatFormatError(
             f"message {last_index} (role {last_role!r}) ends the conversation: the last message must be a user message"
         )
+    return _segments(turns, system_parts)
 
+
+def _checked_message(index: int, message: Any) -> tuple[str, str]:
+    """(role, content) of one message, or ChatFormatError naming its index."""
+    if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
+        raise ChatFormatError(f"message {index} must be a dict with 'role' and 'content' keys, got {message!r:.200}")
+    role, content = message["role"], message["content"]
+    if role not in _ROLES:
+        raise ChatFormatError(f"message {index}: unknown role {role!r:.80} (expected one of {', '.join(_ROLES)})")
+    if not isinstance(content, str):
+        raise ChatFormatError(f"message {index} (role {role!r}): content must be a str, got {type(content).__name__}")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError as err:  # lone surrogates such as '\ud800'
+        raise ChatFormatError(
+            f"message {index} (role {role!r}): content is not valid Unicode (lone surrogate at position {err.start})"
+        ) from None
+    return role, content
+
+
+def _segments(turns: list[tuple[int, str, str]], system_parts: list[str]) -> list[tuple[str, bool]]:
+    """The (text, ends_with_eos) segments of validated turns; the system text joins the first user turn."""
     segments: list[tuple[str, bool]] = []
     for position, (_, role, content) in enumerate(turns):
         if role == "user":

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ..files import read_regular_file
+from ..checkpoint.files import read_regular_file
 
 __all__ = ["PieceType", "ModelSpec", "parse_model_proto", "check_pieces", "mistral_v1_model_bytes"]
 

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 
 from .common import new_axes
 
-__all__ = ["plot_banded_vs_dense", "plot_kv_cache_gb", "plot_speed_ratios", "plot_attention_cost",
+__all__ = ["plot_banded_vs_dense", "plot_speed_ratios", "plot_attention_cost",
            "plot_roofline", "plot_flash_tiles"]
 
 
@@ -68,25 +68,6 @@ def plot_banded_vs_dense(rows: Sequence[dict], axes=None):
     return axes
 
 
-def plot_kv_cache_gb(computed: Sequence[dict], ax=None):
-    """Grouped bars: KV-cache GB for MHA full, GQA full and GQA rolling at each length."""
-    ax = new_axes(ax, figsize=(6, 3.6))
-    labels = [f"{c['tokens'] // 1024}k" for c in computed]
-    series = [("MHA, full cache", "mha_full_gb"), ("GQA, full cache", "gqa_full_gb"),
-              ("GQA, rolling buffer", "gqa_rolling_gb")]
-    width = 0.27
-    for i, (name, key) in enumerate(series):
-        xs = [j + (i - 1) * width for j in range(len(computed))]
-        bars = ax.bar(xs, [c[key] for c in computed], width, label=name)
-        ax.bar_label(bars, fmt="%.2g", fontsize=7)
-    ax.set_xticks(range(len(computed)), labels)
-    ax.set_xlabel("tokens in context")
-    ax.set_ylabel("KV cache (GB, bf16, batch 1)")
-    ax.set_title("Mistral 7B KV cache")
-    ax.legend(fontsize=8)
-    return ax
-
-
 SPEED_ROWS = [("prefill", "prefill_ratio"),
               ("generation", "generate_ratio"),
               ("generation,\ncompiled step", "generate_ratio_compiled"),
@@ -124,7 +105,7 @@ def plot_roofline(machine, points: Sequence[dict], ax=None, title: str = ""):
     """A machine's roofline on log-log axes: attainable FLOP/s against arithmetic intensity
     (FLOP per byte), with the ridge point marked, and forward passes placed on it.
 
-    machine: a ``roofline.Machine``. points: dicts with ``label`` and ``cost`` (a ``roofline.Cost``:
+    machine: a ``speed.roofline.Machine``. points: dicts with ``label`` and ``cost`` (a ``costs.Cost``:
     drawn on the roof, filled); optionally ``achieved`` (a measured FLOP/s: drawn hollow at that
     height, joined to the roof, and labelled there), ``color``, ``offset`` (label offset in points,
     default (6, -10)) and ``ha`` (the label's horizontal alignment, default "left").
@@ -172,7 +153,7 @@ def plot_flash_tiles(seq_len: int, window, block: int, ax=None, title: str = "")
     (black outlines, from ``flash.visited_tiles``); tiles that hold no allowed pair are skipped."""
     from matplotlib.patches import Rectangle
 
-    from ..flash import visited_tiles
+    from ..speed.flash import visited_tiles
     from ..masks import sliding_window_mask
 
     ax = new_axes(ax, figsize=(4.6, 4.6))

@@ -22,7 +22,7 @@ def plot_int8_row(row, ax=None, bins: int = 60, title: str = "One output channel
 
     The step between levels is the row's scale ``max|w| / 127``; every weight moves to the nearest level.
     """
-    from ..quant import dequantize_int8, quantize_int8
+    from ..speed.int8 import dequantize_int8, quantize_int8
 
     w = torch.as_tensor(row).float().reshape(1, -1)
     q, s = quantize_int8(w)
@@ -34,7 +34,7 @@ def plot_int8_row(row, ax=None, bins: int = 60, title: str = "One output channel
     lo, hi = ax.get_ylim()
     for k in range(-127, 128, 16):      # every 16th level, or the plot turns grey
         ax.axvline(k * step, color="#DD8452", linewidth=0.6, alpha=0.7)
-    ax.axvline(127 * step, color="#C44E52", linewidth=1.5, label=f"±max|w| = ±127 × scale")
+    ax.axvline(127 * step, color="#C44E52", linewidth=1.5, label="±max|w| = ±127 × scale")
     ax.axvline(-127 * step, color="#C44E52", linewidth=1.5)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("weight value")
@@ -49,8 +49,8 @@ def plot_int8_row(row, ax=None, bins: int = 60, title: str = "One output channel
 
 def channel_errors(weight) -> dict:
     """Per output channel: scale and relative error ||w_row - dequant(w_row)|| / ||w_row||, for one scale
-    per channel (int8 as in ``quant.py``) and for a single scale for the whole matrix."""
-    from ..quant import dequantize_int8, quantize_int8
+    per channel (int8 as in ``speed/int8.py``) and for a single scale for the whole matrix."""
+    from ..speed.int8 import dequantize_int8, quantize_int8
 
     w = torch.as_tensor(weight).float()
     q, s = quantize_int8(w)

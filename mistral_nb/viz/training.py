@@ -86,7 +86,7 @@ def plot_attention_layers(maps, labels: Optional[Sequence[str]] = None, window: 
                           fig=None, suptitle: str = "", cell: float = 0.11):
     """Attention weights of one sequence: a row per layer, a column per query head.
 
-    maps: (L, H, S, S) weights (``tasks.attention_maps(model, tokens)[:, 0]``).
+    maps: (L, H, S, S) weights (``evals.heads.attention_maps(model, tokens)[:, 0]``).
     positions: (start, stop) to show only queries and keys in that range.
     window: masked cells (outside the causal window) are grey, distinct from the palest colour
     (a weight of 0), and a legend entry says so.
@@ -171,7 +171,7 @@ def plot_key_influence(influence, window: Optional[int] = None, ax=None, title: 
 def plot_hop_path(path: Sequence[int], labels: Sequence[str], window: Optional[int] = None,
                   weights: Optional[Sequence[float]] = None, key_pos: Optional[int] = None, ax=None,
                   title: str = ""):
-    """The chain of strongest attention links from a query down to the key (``tasks.hop_path``).
+    """The chain of strongest attention links from a query down to the key (``evals.heads.hop_path``).
 
     path: positions [p_0, p_1, ..., p_L]: p_L is the query; in layer l, p_l attends most to p_(l-1).
     weights: the attention weight of each link (drawn on the arrow).

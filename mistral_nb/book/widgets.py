@@ -17,8 +17,8 @@ import io
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from .masks import reachability, receptive_field, sliding_window_mask
-from .viz.masks import plot_mask, plot_reachability
+from ..masks import reachability, receptive_field, sliding_window_mask
+from ..viz.masks import plot_mask, plot_reachability
 
 __all__ = ["MaskExplorer", "mask_explorer", "figure_png"]
 

@@ -14,7 +14,9 @@ The loop is the textbook recipe that large models are trained with, shrunk to a 
 * one seed for everything random inside the loop (the batches come from a ``torch.Generator``
   seeded with it), so the same call gives the same losses on the same machine;
 * optional checkpoints (model, optimizer, step, generator, history) from which an interrupted run
-  resumes and continues with exactly the losses it would have had.
+  resumes and continues with exactly the losses it would have had;
+* a non-finite loss or gradient stops the run with an error naming the step, before the weights
+  change, so a checkpoint is never overwritten by a diverged model.
 
 The model is built (and its weights initialised) by the caller: ``seeded_model(args, seed)`` does
 that reproducibly. A batch function receives the loop's generator and returns ``(tokens, targets)``:
@@ -24,6 +26,8 @@ LongTensors of shape (B, S), with ``targets == IGNORE`` (-100) where no predicti
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 import os
 import time
@@ -34,8 +38,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .config import ModelArgs
-from .model import Transformer
+from ..config import ModelArgs
+from ..model import Transformer
 
 __all__ = ["IGNORE", "TrainHistory", "seeded_model", "lr_at", "param_groups", "loss_on", "shift_targets",
            "next_token_loss", "perplexity", "train", "save_training_state", "load_training_state"]
@@ -127,30 +131,63 @@ def perplexity(loss_nats: float) -> float:
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def _digest(state: dict) -> str:
+    """SHA-256 of every tensor of a training state (model, optimizer, generator), in a fixed order."""
+    h = hashlib.sha256()
+
+    def walk(x, key=""):
+        if isinstance(x, torch.Tensor):
+            h.update(key.encode())
+            h.update(x.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                walk(x[k], f"{key}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{key}/{i}")
+
+    walk({k: state[k] for k in ("model", "optimizer", "generator")})
+    return h.hexdigest()
+
+
 def save_training_state(path: str | Path, model: Transformer, opt: torch.optim.Optimizer, step: int,
                         gen: torch.Generator, history: TrainHistory, settings: dict) -> None:
     """Write everything a resumed run needs, atomically (a temporary file, then a rename).
 
     Only tensors, numbers, strings, lists and dicts are stored, so ``load_training_state`` reads it
-    back with ``torch.load(weights_only=True)``: no code is unpickled.
+    back with ``torch.load(weights_only=True)``: no code is unpickled. A SHA-256 of the tensors is
+    stored with them, so a file damaged on disk is refused instead of resumed from.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
              "generator": gen.get_state(), "history": asdict(history), "settings": settings,
              "args": model.args.to_dict()}
+    state["sha256"] = _digest(state)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
 def load_training_state(path: str | Path) -> dict:
-    """Read a file written by ``save_training_state`` (tensors and plain data only)."""
-    try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a training checkpoint written by save_training_state "
-                         f"({type(e).__name__}: {e})") from None
+    """Read a file written by ``save_training_state`` (tensors and plain data only), checking its digest."""
+    from ..checkpoint.files import open_regular_file
+
+    path = Path(path)
+    with open_regular_file(path, "training checkpoint", ValueError) as f:      # never a pipe or a device
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path}: not a training checkpoint written by save_training_state "
+                             f"({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "generator", "sha256"} <= set(state):
+        raise ValueError(f"{path}: not a training checkpoint written by save_training_state (fields missing)")
+    if _digest(state) != state["sha256"]:
+        raise ValueError(f"{path}: the tensors do not match the checkpoint's SHA-256: the file is damaged")
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path}: the checkpoint's step is {step!r}, not a count of steps done")
+    return state
 
 
 def _resume(path: Path, model: Transformer, opt, gen: torch.Generator, settings: dict) -> tuple[int, TrainHistory]:
@@ -158,23 +195,116 @@ def _resume(path: Path, model: Transformer, opt, gen: torch.Generator, settings:
     if state["args"] != model.args.to_dict():
         raise ValueError(f"{path}: the checkpoint is of another model configuration ({state['args']}), "
                          f"not {model.args.to_dict()}")
-    changed = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
+    saved = state["settings"]
+    changed = {k: (saved.get(k, "(absent)"), v) for k, v in settings.items() if saved.get(k, "(absent)") != v}
+    changed.update({k: (v, "(absent)") for k, v in saved.items() if k not in settings})
     if changed:
         raise ValueError(f"{path}: the checkpoint was written by a run with other settings "
                          f"(saved, now): {changed}; resume with the same settings or start afresh")
+    if state["step"] > settings["steps"]:
+        raise ValueError(f"{path}: the checkpoint is at step {state['step']}, beyond this run's {settings['steps']} steps")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     gen.set_state(state["generator"])
     return int(state["step"]), TrainHistory(**state["history"])
 
 
+# ----------------------------------------------------------------------------- checking the arguments
+# train()'s parameters that do not change what is computed; every other one is a setting that a
+# resumed run must share with the run that wrote the checkpoint (so a new parameter is checked too).
+RUN_ONLY = ("model", "batches", "progress", "desc", "eval_fn", "eval_every", "checkpoint", "checkpoint_every",
+            "resume", "stop_after", "compile")
+
+
+def _number(name: str, value, low: float, high: float = math.inf, low_ok: bool = True, high_ok: bool = False,
+            integer: bool = False) -> None:
+    """ValueError naming ``name`` unless ``value`` is a finite number (an int if ``integer``) in range."""
+    kind = "an int" if integer else "a number"
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if (ok and math.isfinite(value) and (low <= value if low_ok else low < value)
+            and (value <= high if high_ok else value < high)):
+        return
+    bounds = f"{'>=' if low_ok else '>'} {low:g}" + ("" if high == math.inf else f" and {'<=' if high_ok else '<'} {high:g}")
+    raise ValueError(f"train: {name} must be {kind} {bounds}, got {value!r}")
+
+
+def check_train_args(s: dict) -> None:
+    """Raise ValueError naming the argument for any value ``train`` cannot run with as asked."""
+    _number("steps", s["steps"], 1, integer=True)
+    _number("warmup", s["warmup"], 0, s["steps"], integer=True)
+    _number("lr", s["lr"], 0, low_ok=False)
+    _number("weight_decay", s["weight_decay"], 0)
+    if s["clip"] is not None:
+        _number("clip", s["clip"], 0, low_ok=False)
+    _number("min_lr_ratio", s["min_lr_ratio"], 0, 1, high_ok=True)
+    _number("seed", s["seed"], 0, integer=True)
+    betas = s["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2):
+        raise ValueError(f"train: betas must be two numbers in [0, 1), got {betas!r}")
+    for b in betas:
+        _number("each of betas", b, 0, 1)
+
+
+def _check_run_args(eval_fn, eval_every, checkpoint, checkpoint_every, resume, stop_after) -> None:
+    _number("eval_every", eval_every, 0, integer=True)
+    _number("checkpoint_every", checkpoint_every, 0, integer=True)
+    if stop_after is not None:
+        _number("stop_after", stop_after, 1, integer=True)
+    if eval_every and eval_fn is None:
+        raise ValueError("train: eval_every needs an eval_fn")
+    if resume and checkpoint is None:
+        raise ValueError("train: resume=True needs a checkpoint path")
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        raise ValueError(f"train: checkpoint {checkpoint} is a directory; give the path of a file, e.g. "
+                         f"{Path(checkpoint) / 'state.pt'}")
+
+
 # ----------------------------------------------------------------------------- the loop
+def _step(model, opt, batches, gen, rate: float, clip, autocast: bool, loss_fn) -> tuple[float, float, int]:
+    """One optimizer step; (loss, gradient norm before clipping, tokens). Raises FloatingPointError
+    before changing the weights when the loss or the gradient is not finite."""
+    for group in opt.param_groups:
+        group["lr"] = rate
+    tokens, targets = batches(gen)
+    model.check_tokens(tokens)                           # an id beyond the vocabulary, named
+    device = tokens.device.type
+    with torch.autocast("cpu" if device == "cpu" else device, dtype=torch.bfloat16, enabled=autocast):
+        loss = loss_fn(model, tokens, targets)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip is not None else float("inf"))
+    value, norm = loss.item(), float(norm)
+    if not (math.isfinite(value) and math.isfinite(norm)):
+        what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {norm}"
+        raise FloatingPointError(f"the {what} is not finite")
+    opt.step()
+    return value, norm, tokens.numel()
+
+
+def _record(history: TrainHistory, loss: float, rate: float, norm: float, tokens: int, seconds: float) -> None:
+    """Append one step to the history (tokens and seconds accumulate over the whole run)."""
+    history.loss.append(loss)
+    history.lr.append(rate)
+    history.grad_norm.append(norm)
+    history.tokens.append((history.tokens[-1] if history.tokens else 0) + tokens)
+    history.seconds.append(round((history.seconds[-1] if history.seconds else 0.0) + seconds, 3))
+
+
+def _evaluate(model: Transformer, eval_fn, history: TrainHistory, done: int) -> None:
+    model.eval()
+    with torch.no_grad():
+        history.val_loss.append(float(eval_fn(model)))
+    history.val_step.append(done)
+    model.train()
+
+
 def train(model: Transformer, batches: BatchFn, steps: int, lr: float = 3e-3, warmup: int = 50,
           weight_decay: float = 0.01, clip: Optional[float] = 1.0, seed: int = 0,
           min_lr_ratio: float = 0.1, betas: tuple = (0.9, 0.98), progress: bool = True,
           desc: str = "train", eval_fn: Optional[Callable[[Transformer], float]] = None,
           eval_every: int = 0, checkpoint: Optional[str | Path] = None, checkpoint_every: int = 0,
-          resume: bool = False, autocast: bool = False, stop_after: Optional[int] = None) -> TrainHistory:
+          resume: bool = False, autocast: bool = False, stop_after: Optional[int] = None,
+          compile: bool = False) -> TrainHistory:
     """Train ``model`` in place for ``steps`` AdamW steps; returns the ``TrainHistory``.
 
     batches: ``batches(generator) -> (tokens, targets)``, both (B, S) LongTensors; the generator is
@@ -184,71 +314,47 @@ def train(model: Transformer, batches: BatchFn, steps: int, lr: float = 3e-3, wa
     eval_fn, eval_every: ``eval_fn(model)`` (a validation loss) is recorded every ``eval_every``
         steps and after the last one; the model is in eval mode meanwhile.
     checkpoint, checkpoint_every: write the training state to this file every ``checkpoint_every``
-        steps and at the end; with ``resume=True`` an existing file is read first and the run goes on
-        from its step (same settings required), giving the losses an uninterrupted run would give.
+        steps (0: never in between) and at the end; with ``resume=True`` an existing file is read
+        first and the run goes on from its step (same settings required), giving the losses an
+        uninterrupted run would give. A non-finite loss or gradient raises FloatingPointError naming
+        the step before anything is written, so the last checkpoint stays the last good state.
     autocast: run the forward pass under bfloat16 autocast (weights and optimizer stay float32).
-    stop_after: end after this many steps in total (an interruption, for tests); the schedule
-        still follows ``steps``.
+    compile: run the forward pass and the loss through ``torch.compile``.
+    stop_after: end after this many steps in total (an interruption); the schedule follows ``steps``.
     progress: show a tqdm bar with the loss and tokens/s (pass False in notebooks and tests).
     """
-    if steps <= 0:
-        raise ValueError(f"train: steps must be > 0, got {steps}")
-    if not 0 <= warmup < steps:
-        raise ValueError(f"train: warmup must be in [0, steps), got warmup={warmup}, steps={steps}")
-    if resume and checkpoint is None:
-        raise ValueError("train: resume=True needs a checkpoint path")
+    settings = {k: v for k, v in locals().items() if k not in RUN_ONLY}   # what a resume must match
+    settings["betas"] = list(betas)
+    check_train_args(settings)
+    _check_run_args(eval_fn, eval_every, checkpoint, checkpoint_every, resume, stop_after)
     from tqdm.auto import tqdm
 
-    settings = {"steps": steps, "lr": lr, "warmup": warmup, "weight_decay": weight_decay, "clip": clip,
-                "seed": seed, "min_lr_ratio": min_lr_ratio, "betas": list(betas), "autocast": autocast}
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas))
     history, start = TrainHistory(), 0
-    if resume and checkpoint is not None and Path(checkpoint).exists():
+    if resume and Path(checkpoint).exists():
         start, history = _resume(Path(checkpoint), model, opt, gen, settings)
     end = steps if stop_after is None else min(steps, stop_after)
-    tokens_seen = history.tokens[-1] if history.tokens else 0
-    seconds = history.seconds[-1] if history.seconds else 0.0
-
-    def evaluate(step_done: int) -> None:
-        model.eval()
-        with torch.no_grad():
-            history.val_loss.append(float(eval_fn(model)))
-        history.val_step.append(step_done)
-        model.train()
-
+    loss_fn = torch.compile(loss_on) if compile else loss_on
     model.train()
     bar = tqdm(range(start, end), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
         t0 = time.perf_counter()
         rate = lr_at(step, steps, lr, warmup, min_lr_ratio)
-        for group in opt.param_groups:
-            group["lr"] = rate
-        tokens, targets = batches(gen)
-        with torch.autocast("cpu" if tokens.device.type == "cpu" else tokens.device.type,
-                            dtype=torch.bfloat16, enabled=autocast):
-            loss = loss_on(model, tokens, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip is not None else float("inf"))
-        opt.step()
-        dt = time.perf_counter() - t0
-        tokens_seen += tokens.numel()
-        seconds += dt
-        history.loss.append(loss.item())
-        history.lr.append(rate)
-        history.grad_norm.append(float(norm))
-        history.tokens.append(tokens_seen)
-        history.seconds.append(round(seconds, 3))
-        done = step + 1
+        try:
+            loss, norm, n = _step(model, opt, batches, gen, rate, clip, autocast, loss_fn)
+        except FloatingPointError as e:
+            kept = f"; the checkpoint {checkpoint} keeps the last good state" if checkpoint else ""
+            raise FloatingPointError(f"train: step {step + 1}: {e} (learning rate {rate:.3g}); the weights "
+                                     f"were not updated{kept}") from None
+        done, dt = step + 1, time.perf_counter() - t0
+        _record(history, loss, rate, norm, n, dt)
         if eval_fn is not None and eval_every and (done % eval_every == 0 or done == steps):
-            evaluate(done)
-        if checkpoint is not None and checkpoint_every and (done % checkpoint_every == 0 or done == end):
+            _evaluate(model, eval_fn, history, done)
+        if checkpoint is not None and ((checkpoint_every and done % checkpoint_every == 0) or done == end):
             save_training_state(checkpoint, model, opt, done, gen, history, settings)
         if progress:
-            post = {"loss": f"{loss.item():.3f}", "tok/s": f"{tokens.numel() / dt:,.0f}"}
-            if history.val_loss:
-                post["val"] = f"{history.val_loss[-1]:.3f}"
-            bar.set_postfix(post, refresh=False)
+            val = f"{history.val_loss[-1]:.3f}" if history.val_loss else "-"
+            bar.set_postfix({"loss": f"{loss:.3f}", "tok/s": f"{n / dt:,.0f}", "val": val}, refresh=False)
     model.eval()
     return history

@@ -7,9 +7,10 @@ move one by one, config files out first and in last, and the files of any older 
 is the old checkpoint, then briefly none (no config), then the new one — never a mix that loads.
 A failure while writing (a full disk, a bad argument) leaves the target as it was.
 
-Int8 models (``quantize="int8"``): the int8 weights are saved *dequantized* (weight = q * scale, in
-the scales' dtype or ``dtype``), as a standard checkpoint that loads here and in transformers;
-loading it again with ``quantize="int8"`` gives back the same int8 weights.
+Layers in another weight format (``speed.formats``) are saved as the float matrix they multiply by:
+int8 weights *dequantized* (weight = q * scale, in the scales' dtype or ``dtype``), packed bf16
+weights unpacked. The result is a standard checkpoint that loads here and in transformers; loading
+it again with ``quantize="int8"`` gives back the same int8 weights.
 """
 
 from __future__ import annotations
@@ -25,32 +26,27 @@ from typing import Callable, Dict, Optional
 import torch
 
 from ..config import ModelArgs
-from ..files import describe_kind
-from ..cpu_pack import PackedLinear
-from ..quant import Int8Linear
+from ..speed.formats import LinearFormat
+from .files import describe_kind
 from .layout import HF_CONFIG, HF_INDEX, HF_WEIGHTS, MISTRAL_CONFIG, MISTRAL_WEIGHTS, checkpoint_files_in
 from .loading import iter_checkpoint, plan_checkpoint, resolve_dtype
 from .names import check_layout, expected_shapes, state_dict_for_layout
 
 
 def _model_state(model, dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]:
-    """The model's tensors by internal name, on the CPU, in ``dtype``; Int8Linear layers dequantized."""
+    """The model's tensors by internal name, on the CPU, in ``dtype``; other weight formats as float matrices."""
     args = getattr(model, "args", None)
     if not isinstance(args, ModelArgs) or not hasattr(model, "state_dict"):
         raise TypeError(f"save_checkpoint expects a Transformer, got {type(model).__name__}")
     expected = expected_shapes(args)
-    packed = [name for name, m in model.named_modules() if isinstance(m, PackedLinear)]
-    if packed:
-        raise ValueError(f"{packed[0]} holds its weight packed for the CPU kernel (load_model(..., pack=True)), "
-                         "which cannot be written back: load the checkpoint without pack to save or convert it")
-    int8 = {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
+    formats = {name: m for name, m in model.named_modules() if isinstance(m, LinearFormat)}
     state = {}
     for name, t in model.state_dict().items():
         module, _, leaf = name.rpartition(".")
-        if module in int8:
-            if leaf == "scale":
-                continue
-            t = int8[module].dequantize(dtype or int8[module].scale.dtype)
+        if module in formats:
+            if leaf != "weight":
+                continue                                     # e.g. int8 scales: folded into the weight
+            t = formats[module].float_weight(dtype)
         elif dtype is not None:
             t = t.to(dtype)
         if t.is_meta:

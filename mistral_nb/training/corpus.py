@@ -1,8 +1,11 @@
-"""The English corpus of chapter 12, and a token stream to train and evaluate on.
+"""The English corpora of chapter 12, and a token stream to train and evaluate on.
 
-The corpus (built by ``experiments/corpus/build_corpus.py``, sources and licences in its README)
-is shipped in the repository as ``experiments/corpus/{train,val}.txt.xz``: documents of plain
-English prose separated by a line holding only ``DOC_SEP``. The split is by document and fixed.
+Two corpora ship in the repository, each built by a pinned script next to it (sources and licences
+in its README): ``v1`` (``experiments/corpus``: State of the Union addresses, Python and Rust
+documentation; splits ``train``, ``val``) and ``v2`` (``experiments/corpus_v2``: a broader mix of
+modern English; splits ``train``, ``val`` and ``ood``, a held-out set from sources that are in no
+training document). Each split is documents of plain English prose separated by a line holding
+only ``DOC_SEP``, compressed with xz. The splits are by document and fixed.
 
 A ``TokenStream`` is the whole split tokenized with Mistral's tokenizer, one document after the
 other, each as ``<s> tokens </s>``: a 1-D LongTensor of ids. Training draws random windows of
@@ -18,20 +21,31 @@ from typing import Optional, Sequence
 
 import torch
 
-from .results import recorded_path
+from ..book.results import recorded_path
 
-__all__ = ["DOC_SEP", "CORPUS_DIR", "load_documents", "TokenStream"]
+__all__ = ["DOC_SEP", "CORPORA", "load_documents", "TokenStream"]
 
 DOC_SEP = "\x1e"
-CORPUS_DIR = "experiments/corpus"
+CORPORA = {"v1": ("experiments/corpus", ("train", "val")),
+           "v2": ("experiments/corpus_v2", ("train", "val", "ood"))}
 
 
-def load_documents(split: str = "train", limit: Optional[int] = None) -> list[str]:
-    """The documents of ``split`` ('train' or 'val'), read from the checkout (or fetched once)."""
-    if split not in ("train", "val"):
-        raise ValueError(f"load_documents: split must be 'train' or 'val', got {split!r}")
-    path = recorded_path(f"{CORPUS_DIR}/{split}.txt.xz")
-    text = lzma.decompress(path.read_bytes()).decode("utf-8")
+def load_documents(split: str = "train", limit: Optional[int] = None, corpus: str = "v1") -> list[str]:
+    """The documents of ``split`` of ``corpus`` ('v1': train, val; 'v2': train, val, ood), read from
+    the checkout (or fetched once); the first ``limit`` of them if given."""
+    if corpus not in CORPORA:
+        raise ValueError(f"load_documents: corpus must be one of {sorted(CORPORA)}, got {corpus!r}")
+    folder, splits = CORPORA[corpus]
+    if split not in splits:
+        raise ValueError(f"load_documents: corpus {corpus!r} has the splits {list(splits)}, not {split!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"load_documents: limit must be None or an int >= 0, got {limit!r}")
+    path = recorded_path(f"{folder}/{split}.txt.xz")
+    try:
+        text = lzma.decompress(path.read_bytes()).decode("utf-8")
+    except (lzma.LZMAError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not an xz-compressed UTF-8 corpus file ({type(e).__name__}: {e}); "
+                         "delete it to fetch it again, or rebuild it with the script next to it") from None
     docs = [d.strip("\n") for d in text.split(f"\n{DOC_SEP}\n")]
     docs = [d for d in docs if d]
     return docs[:limit] if limit is not None else docs
@@ -48,8 +62,13 @@ class TokenStream:
     @classmethod
     def from_documents(cls, docs: Sequence[str], tokenizer) -> "TokenStream":
         """Tokenize each document as ``<s> ... </s>`` and concatenate."""
+        if isinstance(docs, (str, bytes)):
+            raise TypeError("TokenStream.from_documents takes a list of documents, not one string "
+                            "(wrap it: [text])")
         ids: list[int] = []
-        for d in docs:
+        for i, d in enumerate(docs):
+            if not isinstance(d, str):
+                raise TypeError(f"document {i} is a {type(d).__name__}, not a str")
             ids += tokenizer.encode(d, bos=True, eos=True)
         return cls(torch.tensor(ids, dtype=torch.long), bos=tokenizer.bos_id, eos=tokenizer.eos_id)
 
@@ -70,7 +89,7 @@ class TokenStream:
 
     def batches(self, batch_size: int, seq_len: int):
         """A ``train`` batch function: random windows, shifted into (inputs, targets), ``<s>`` unscored."""
-        from .train import shift_targets
+        from .loop import shift_targets
 
         def fn(generator: torch.Generator):
             return shift_targets(self.sample(batch_size, seq_len, generator), ignore_ids=(self.bos,))

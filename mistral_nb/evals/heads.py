@@ -1,7 +1,7 @@
-"""What the heads of a trained model do: scores for the well-known kinds of attention head.
+"""What the heads of a trained model do: their attention maps, and scores for the well-known kinds of head.
 
-All functions take attention weights as returned by ``tasks.attention_maps``: (L, B, H, S, S)
-float32, the softmax of each layer and query head (rows: queries, columns: keys).
+``attention_maps`` recomputes the softmax weights of every layer and query head: (L, B, H, S, S)
+float32 (rows: queries, columns: keys); the scores below all take such maps.
 
 * previous-token heads put their weight on the token just before the query (i - 1);
 * induction heads (Olsson et al. 2022) complete repeated text: in ``A B ... A`` the second ``A``
@@ -19,8 +19,60 @@ from typing import Optional
 
 import torch
 
-__all__ = ["previous_token_scores", "first_token_scores", "repeated_random_tokens", "induction_scores",
+from ..attention import attention_weights
+from ..masks import sliding_window_mask
+from ..model import Transformer
+
+__all__ = ["attention_maps", "hop_path", "previous_token_scores", "first_token_scores", "repeated_random_tokens", "induction_scores",
            "attention_by_distance", "top_heads"]
+
+
+def _layer_inputs(model: Transformer, tokens: torch.Tensor) -> list[tuple]:
+    """Run ``model`` once and keep what each attention layer receives: (x, cos, sin) per layer."""
+    seen: list = []
+    hooks = [layer.attention.register_forward_pre_hook(lambda mod, args: seen.append(args[:3]))
+             for layer in model.layers]
+    try:
+        model(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@torch.no_grad()
+def attention_maps(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    """Softmax attention weights of every layer and query head: (B, S) -> (L, B, H, S, S), float32.
+
+    Recomputed from each layer's input with ``attention.attention_weights`` and the model's own
+    sliding-window mask (the forward pass itself uses fused kernels that do not return weights).
+    """
+    model.eval()
+    S = tokens.shape[1]
+    mask = sliding_window_mask(S, model.args.sliding_window, device=tokens.device)   # (S, S)
+    maps = []
+    for layer, (x, cos, sin) in zip(model.layers, _layer_inputs(model, tokens)):
+        q, k, _ = layer.attention.project(x, cos, sin)                           # (B, S, H|K, D)
+        maps.append(attention_weights(q.transpose(1, 2), k.transpose(1, 2), mask))   # (B, H, S, S)
+    return torch.stack(maps)
+
+
+def hop_path(maps: torch.Tensor, query_pos: int) -> tuple[list[int], list[float]]:
+    """Follow the strongest attention link down from a query, layer by layer.
+
+    maps: (L, H, S, S) attention weights of one sequence. In the last layer, take the key position the
+    query attends to most (over all heads); in the layer below, the position *that* one attends to
+    most; and so on. Returns ([p_0, ..., p_L], [w_1, ..., w_L]): p_L = query_pos, and w_l is the
+    weight with which p_l attends to p_(l-1) in layer l.
+    """
+    L = maps.shape[0]
+    path, weights = [int(query_pos)], []
+    for layer in reversed(range(L)):
+        row = maps[layer, :, path[0]].max(dim=0).values                            # (S,) best head per key
+        src = int(row.argmax())
+        path.insert(0, src)
+        weights.insert(0, float(row[src]))
+    return path, weights
 
 
 def _check(maps: torch.Tensor) -> None:

@@ -12,10 +12,9 @@ out of reach and no weights can beat chance (1 / n_keys). Within reach the model
 by *relaying*: in layer 1 the tokens just after the key copy it, in layer 2 tokens further on copy it
 from those, and so on, window by window.
 
-Probes (used by chapter 11): ``accuracy_by_distance``, ``attention_maps`` (softmax weights of every
-layer and head), ``hop_path`` (the chain of strongest attention links from a query down to the
-tokens), ``key_influence_by_distance`` (how much each layer's residual stream changes when the key
-is swapped, as a function of the distance from the key).
+Probes (used by chapter 11): ``accuracy_by_distance`` and ``key_influence_by_distance`` (how much each
+layer's residual stream changes when the key is swapped, as a function of the distance from the
+key); the attention maps and the strongest-link path through them are in ``evals.heads``.
 """
 
 from __future__ import annotations
@@ -26,13 +25,10 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .attention import attention_weights
-from .masks import sliding_window_mask
-from .model import Transformer
-from .train import IGNORE
+from ..model import Transformer
+from .loop import IGNORE
 
-__all__ = ["KeyRecall", "RecallBatch", "distances", "accuracy_by_distance", "attention_maps", "hop_path",
-           "key_influence_by_distance"]
+__all__ = ["KeyRecall", "RecallBatch", "distances", "accuracy_by_distance", "key_influence_by_distance"]
 
 
 class RecallBatch(NamedTuple):
@@ -135,7 +131,7 @@ class KeyRecall:
         return RecallBatch(tokens, targets, key_pos)
 
     def batches(self, batch_size: int):
-        """A batch function for ``train.train``: generator -> (tokens, targets)."""
+        """A batch function for ``training.loop.train``: generator -> (tokens, targets)."""
         def batch(generator: torch.Generator):
             b = self.sample(batch_size, generator)
             return b.tokens, b.targets
@@ -184,54 +180,6 @@ def accuracy_by_distance(model: Transformer, task: KeyRecall, n_sequences: int =
     acc = correct[1:].double() / count[1:].clamp(min=1)
     return {"distance": list(range(1, D + 1)), "accuracy": [round(float(a), 4) for a in acc],
             "count": [int(c) for c in count[1:]]}
-
-
-def _layer_inputs(model: Transformer, tokens: torch.Tensor) -> list[tuple]:
-    """Run ``model`` once and keep what each attention layer receives: (x, cos, sin) per layer."""
-    seen: list = []
-    hooks = [layer.attention.register_forward_pre_hook(lambda mod, args: seen.append(args[:3]))
-             for layer in model.layers]
-    try:
-        model(tokens)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
-@torch.no_grad()
-def attention_maps(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
-    """Softmax attention weights of every layer and query head: (B, S) -> (L, B, H, S, S), float32.
-
-    Recomputed from each layer's input with ``attention.attention_weights`` and the model's own
-    sliding-window mask (the forward pass itself uses fused kernels that do not return weights).
-    """
-    model.eval()
-    S = tokens.shape[1]
-    mask = sliding_window_mask(S, model.args.sliding_window, device=tokens.device)   # (S, S)
-    maps = []
-    for layer, (x, cos, sin) in zip(model.layers, _layer_inputs(model, tokens)):
-        q, k, _ = layer.attention.project(x, cos, sin)                           # (B, S, H|K, D)
-        maps.append(attention_weights(q.transpose(1, 2), k.transpose(1, 2), mask))   # (B, H, S, S)
-    return torch.stack(maps)
-
-
-def hop_path(maps: torch.Tensor, query_pos: int) -> tuple[list[int], list[float]]:
-    """Follow the strongest attention link down from a query, layer by layer.
-
-    maps: (L, H, S, S) attention weights of one sequence. In the last layer, take the key position the
-    query attends to most (over all heads); in the layer below, the position *that* one attends to
-    most; and so on. Returns ([p_0, ..., p_L], [w_1, ..., w_L]): p_L = query_pos, and w_l is the
-    weight with which p_l attends to p_(l-1) in layer l.
-    """
-    L = maps.shape[0]
-    path, weights = [int(query_pos)], []
-    for layer in reversed(range(L)):
-        row = maps[layer, :, path[0]].max(dim=0).values                            # (S,) best head per key
-        src = int(row.argmax())
-        path.insert(0, src)
-        weights.insert(0, float(row[src]))
-    return path, weights
 
 
 @torch.no_grad()

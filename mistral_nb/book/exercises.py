@@ -1,6 +1,6 @@
 """Check your answer to a chapter's exercise without seeing the solution.
 
-    from mistral_nb.exercises import check
+    from mistral_nb.book.exercises import check
     check("05.1", (101, 4096, 5905))      # prints "05.1: ✓ correct" or "05.1: ✗ not yet ..."
 
 Most answers are stored only as a SHA-256 digest of a canonical form of the value, salted with the
@@ -174,7 +174,7 @@ def form_of(exercise: str) -> str:
 
 
 def _tokenizer():
-    from .tokenizer import Tokenizer
+    from ..tokenizer import Tokenizer
 
     return Tokenizer.mistral_v1()
 

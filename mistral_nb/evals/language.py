@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .train import next_token_loss
+from ..training.loop import next_token_loss
 
 __all__ = ["per_token_losses", "mean_loss", "loss_by_position", "loss_by_context", "cached_logits"]
 
@@ -88,8 +88,8 @@ def cached_logits(model, ids: torch.Tensor, prompt_len: int, window: Optional[in
     ids: (S,) -> (S - prompt_len + 1, vocab): the logits after the prompt, then after each later id.
     Compare with ``model(ids[None])[0, prompt_len - 1:]``, the whole sequence recomputed at once.
     """
-    from .cache import RollingBufferCache
-    from .generate import prefill
+    from ..cache import RollingBufferCache
+    from ..generate import prefill
 
     model.eval()
     cache = RollingBufferCache.for_model(model, 1, window=window)

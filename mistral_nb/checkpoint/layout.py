@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..config import ModelArgs
-from ..files import MAX_JSON_BYTES, describe_kind, parse_json, read_regular_file
-from ..safetensors_io import CheckpointError
+from .files import MAX_JSON_BYTES, describe_kind, parse_json, read_regular_file
+from .safetensors_file import CheckpointError
 from .names import check_layout
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -116,7 +116,7 @@ def read_args(path: str | Path, layout: Optional[str] = None) -> ModelArgs:
 
 def weight_files(path: Path, layout: str) -> list[Path]:
     """The safetensors files holding the weights, checking that a sharded index names real files."""
-    return _weight_files(Path(path), layout)[0]
+    return weight_files_and_map(Path(path), layout)[0]
 
 
 def _read_index(index_file: Path) -> Dict[str, str]:
@@ -132,7 +132,7 @@ def _read_index(index_file: Path) -> Dict[str, str]:
     return weight_map
 
 
-def _weight_files(path: Path, layout: str) -> tuple[list[Path], Optional[Dict[str, str]]]:
+def weight_files_and_map(path: Path, layout: str) -> tuple[list[Path], Optional[Dict[str, str]]]:
     """(files, the index's weight_map {tensor name: shard file name} or None when not sharded)."""
     if layout == "mistral":
         return [path / MISTRAL_WEIGHTS], None

@@ -57,7 +57,7 @@ def mistral_to_hf_name(name: str) -> str:
     return f"model.layers.{m.group(1)}.{_MISTRAL_LAYER[m.group(2)]}.weight"
 
 
-def _is_q_or_k(name: str) -> bool:
+def is_q_or_k(name: str) -> bool:
     return name.endswith(("attention.wq.weight", "attention.wk.weight"))
 
 
@@ -96,7 +96,7 @@ def state_dict_for_layout(state: Dict[str, torch.Tensor], args: ModelArgs, layou
         return {k: v.contiguous() for k, v in state.items()}
     out = {}
     for k, v in state.items():
-        if _is_q_or_k(k):
+        if is_q_or_k(k):
             v = mistral_to_hf_qk(v, qk_heads(k, args))
         out[mistral_to_hf_name(k)] = v.contiguous()
     return out

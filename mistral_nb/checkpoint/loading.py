@@ -19,14 +19,15 @@ import torch
 from torch import nn
 
 from ..config import ModelArgs
-from ..files import open_regular_file
 from ..model import Transformer
-from ..cpu_pack import PackedLinear, check_pack, pack_model
-from ..quant import Int8Linear, quantize_model
 from ..rope import hf_to_mistral_qk
-from ..safetensors_io import CheckpointError, TensorInfo, read_header, read_tensor
-from .layout import HF_INDEX, _weight_files, detect_layout, read_args
-from .names import (TENSORS_OUTSIDE_LAYERS, TENSORS_PER_LAYER, _is_q_or_k, expected_shapes, hf_to_mistral_name,
+from ..speed.cpu_pack import PackedLinear, check_pack, pack_model
+from ..speed.formats import LinearFormat
+from ..speed.int8 import quantize_model
+from .files import open_regular_file
+from .safetensors_file import CheckpointError, TensorInfo, read_header, read_tensor
+from .layout import HF_INDEX, weight_files_and_map, detect_layout, read_args
+from .names import (TENSORS_OUTSIDE_LAYERS, TENSORS_PER_LAYER, is_q_or_k, expected_shapes, hf_to_mistral_name,
                     mistral_to_hf_name, qk_heads)
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -105,11 +106,12 @@ def first_non_finite(t: torch.Tensor) -> Optional[tuple]:
     return None
 
 
-def _check_finite(t: torch.Tensor, info: TensorInfo) -> None:
-    """CheckpointError naming the file and tensor if ``t`` (as read from the checkpoint) holds NaN/Inf."""
+def check_finite(t: torch.Tensor, info: TensorInfo, piece: str = "") -> None:
+    """CheckpointError naming the file and tensor (and ``piece``, a note on which part was read) if
+    ``t`` (as read from the checkpoint) holds NaN/Inf."""
     where = first_non_finite(t)
     if where is not None:
-        raise CheckpointError(f"{info.file}: tensor {info.name!r} holds {t[where].item()} at index {where}: "
+        raise CheckpointError(f"{info.file}: tensor {info.name!r}{piece} holds {t[where].item()} at index {where}: "
                               "the checkpoint is corrupt (one non-finite weight turns every output into NaN)")
 
 
@@ -118,10 +120,10 @@ def _check_converted(model: nn.Module, name: str, info: TensorInfo, dtype: torch
     Checked only for conversions to a narrower range (never for bfloat16 -> float32, say)."""
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
-    if isinstance(module, PackedLinear):
-        return                                   # checked by set_weight before packing (opaque after)
-    placed = module.scale if isinstance(module, Int8Linear) else module._parameters[leaf]
-    if torch.finfo(placed.dtype).max >= torch.finfo(info.dtype).max or first_non_finite(placed) is None:
+    if isinstance(module, PackedLinear) or torch.finfo(dtype).max >= torch.finfo(info.dtype).max:
+        return                        # a wider range (packing checks its own conversion to bf16)
+    placed = module.float_weight() if isinstance(module, LinearFormat) else module._parameters[leaf]
+    if first_non_finite(placed) is None:
         return
     largest = read_tensor(info).abs().max().item()
     wider = [str(d).removeprefix("torch.") for d in (torch.bfloat16, torch.float32, torch.float64)
@@ -147,7 +149,7 @@ def plan_checkpoint(path: str | Path, args: Optional[ModelArgs] = None,
     path = Path(path)
     layout = detect_layout(path, layout)
     args = args or read_args(path, layout)
-    files, weight_map = _weight_files(path, layout)
+    files, weight_map = weight_files_and_map(path, layout)
     headers = [(file, read_header(file)) for file in files]
     n_found = sum(not _skippable(layout, name) for _, header in headers for name in header)
     if args.n_layers > n_found:     # bound the config by the files before computing what it expects
@@ -197,22 +199,21 @@ def iter_checkpoint(path: str | Path, dtype: Optional[torch.dtype] = None,
     layout, args, plan = plan_checkpoint(path, layout=layout)
     for name, info in plan.items():
         t = read_tensor(info)
-        _check_finite(t, info)
+        check_finite(t, info)
         if dtype is not None:
             t = t.to(dtype)
-        if layout == "hf" and _is_q_or_k(name):
+        if layout == "hf" and is_q_or_k(name):
             t = hf_to_mistral_qk(t, qk_heads(name, args))
         yield name, t
 
 
-def _set_tensor(model: nn.Module, name: str, value: torch.Tensor, dtype: Optional[torch.dtype] = None) -> None:
-    """Put ``value`` into the (meta) model under ``name``: a frozen parameter, or quantized into an Int8Linear."""
+def set_tensor(model: nn.Module, name: str, value: torch.Tensor, dtype: Optional[torch.dtype] = None) -> None:
+    """Put ``value`` into the (meta) model under ``name``: a frozen parameter, or into the weight format
+    of a ``LinearFormat`` layer (quantized to int8, packed for the CPU, ...) from the checkpoint's precision."""
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
-    if isinstance(module, Int8Linear) and leaf == "weight":
-        module.set_weight(value, dtype)          # quantized from the checkpoint's own precision
-    elif isinstance(module, PackedLinear) and leaf == "weight":
-        module.set_weight(value)                 # converted to bf16 and packed for the CPU kernel
+    if isinstance(module, LinearFormat) and leaf == "weight":
+        module.set_weight(value, dtype if not isinstance(module, PackedLinear) else None)
     else:
         value = value.to(dtype) if dtype is not None else value
         module._parameters[leaf] = nn.Parameter(value.contiguous(), requires_grad=False)
@@ -228,6 +229,35 @@ def _release(model: nn.Module) -> None:
                                   if isinstance(t, nn.Parameter) else torch.empty_like(t, device="meta"))
 
 
+def _check_complete(model: nn.Module, path) -> None:
+    """A guard against half-loaded models (plan_checkpoint already makes it impossible)."""
+    still_meta = [n for n, x in list(model.named_parameters()) + list(model.named_buffers()) if x.is_meta]
+    if still_meta:
+        raise CheckpointError(f"{path}: parameters left unloaded: {still_meta[:3]}")
+
+
+def check_load_options(device, dtype, quantize, pack) -> tuple[torch.dtype, torch.device]:
+    """Validate ``load_model``'s options before any file is read: (dtype, device), or a clear error."""
+    dtype = resolve_dtype(dtype)
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    device = resolve_device(device)
+    if not isinstance(pack, bool):
+        raise TypeError(f"pack must be True or False, got {pack!r}")
+    if pack:
+        check_pack(device, dtype, quantize)
+    return dtype, device
+
+
+def prepare_formats(model: nn.Module, quantize: Optional[str], pack: bool) -> nn.Module:
+    """Give the (meta) model the linear layers the weights will be loaded into: int8, packed or float."""
+    if quantize == "int8":
+        quantize_model(model)
+    if pack:
+        pack_model(model)
+    return model
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
                progress: Optional[bool] = None, quantize: Optional[str] = None,
                layout: Optional[str] = None, pack: bool = False) -> Transformer:
@@ -238,28 +268,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     layout) and assigned, one at a time: peak memory is the model plus one tensor.
     ``dtype``: float32 / float16 / bfloat16 / float64 (or their names).
     ``quantize``: None, or ``"int8"`` to store the blocks' linear weights as int8 with one scale per
-    output channel (see ``quant.py``); each weight is quantized on ``device`` as soon as it arrives.
+    output channel (see ``speed/int8.py``); each weight is quantized on ``device`` as soon as it arrives.
     ``progress``: tqdm bar per tensor, showing the shard being read (default: checkpoints over 1 GB).
     ``layout``: None (detect), or 'hf' / 'mistral' to choose when a directory holds both.
     ``pack``: on a CPU in bfloat16, store every linear weight packed for oneDNN's matrix kernel
-    (``cpu_pack.py``: faster decoding; such a model cannot be saved).
+    (``speed/cpu_pack.py``: faster decoding).
     Raises FileNotFoundError / CheckpointError / ConfigError / ValueError with the file, tensor, field or
     value named; on any error no model is returned and the tensors already loaded are released.
     """
-    dtype = resolve_dtype(dtype)
-    if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
-    device = resolve_device(device)
-    if not isinstance(pack, bool):
-        raise TypeError(f"pack must be True or False, got {pack!r}")
-    if pack:
-        check_pack(device, dtype, quantize)
+    dtype, device = check_load_options(device, dtype, quantize, pack)
     layout, args, plan = plan_checkpoint(path, layout=layout)
-    model = empty_model(args)
-    if quantize == "int8":
-        quantize_model(model)
-    if pack:
-        pack_model(model)
+    model = prepare_formats(empty_model(args), quantize, pack)
     order = sorted(plan.items(), key=lambda item: (str(item[1].file), item[1].start))   # sequential reads
     total = sum(i.nbytes for i in plan.values())
     n_files = len({i.file for i in plan.values()})
@@ -275,16 +294,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                 bar.set_postfix_str(f"shard {len(handles)}/{n_files}: {info.file.name}", refresh=False)
             t = read_tensor(info, handles[info.file])       # CPU, checkpoint dtype: one tensor at a time
             t = t.to(device)                                # then the copy on the target device
-            _check_finite(t, info)                          # NaN/Inf in the file, named
-            if layout == "hf" and _is_q_or_k(name):
+            check_finite(t, info)                           # NaN/Inf in the file, named
+            if layout == "hf" and is_q_or_k(name):
                 t = hf_to_mistral_qk(t, qk_heads(name, args))
-            _set_tensor(model, name, t, dtype)              # converted to dtype (or int8) where it lies
+            set_tensor(model, name, t, dtype)               # converted to dtype (or int8) where it lies
             t = None
             _check_converted(model, name, info, dtype)      # e.g. bfloat16 beyond float16's range
             bar.update(info.nbytes)
-        still_meta = [n for n, x in list(model.named_parameters()) + list(model.named_buffers()) if x.is_meta]
-        if still_meta:   # cannot happen after plan_checkpoint; kept as a guard against half-loaded models
-            raise CheckpointError(f"{path}: parameters left unloaded: {still_meta[:3]}")
+        _check_complete(model, path)
     except BaseException:
         t = None
         _release(model)

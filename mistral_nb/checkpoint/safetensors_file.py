@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional, Tuple
 
 import torch
 
@@ -145,21 +146,48 @@ def _check_layout(path: Path, infos: dict[str, TensorInfo], data_start: int, dat
                               f"has {data_size} after the header")
 
 
-def read_tensor(info: TensorInfo, handle=None) -> torch.Tensor:
-    """Read one tensor into a fresh CPU tensor (one copy, no memory map kept alive)."""
-    out = torch.empty(info.shape, dtype=info.dtype)
-    if info.nbytes == 0:
+def read_tensor(info: TensorInfo, handle=None, piece: Optional[Tuple[int, int, int]] = None) -> torch.Tensor:
+    """Read one tensor, or one piece of it, into a fresh CPU tensor (one copy, no memory map kept alive).
+
+    ``piece`` = (dim, start, stop): only rows (dim 0) or columns (dim 1) [start, stop) of a 1-D or 2-D
+    tensor — what a tensor-parallel rank keeps. Rows are one contiguous byte range; columns are one
+    short range per row. Exactly the piece's bytes are read.
+    """
+    shape, offset, stride, count = _piece_layout(info, piece)
+    out = torch.empty(shape, dtype=info.dtype)
+    if out.numel() == 0:
         return out
     own = handle is None
     f = open_regular_file(info.file, "safetensors file", CheckpointError) if own else handle
+    buf, got = memoryview(out.view(-1).view(torch.uint8).numpy()), 0
+    want = len(buf)
+    run = want // count                            # bytes of one contiguous run
     try:
-        f.seek(info.start)
-        got = f.readinto(memoryview(out.view(-1).view(torch.uint8).numpy()))
+        for i in range(count):
+            f.seek(offset + i * stride)
+            got += f.readinto(buf[i * run:(i + 1) * run])
     finally:
         if own:
             f.close()
-    if got != info.nbytes:
-        del out   # free the partial buffer now: a traceback would otherwise keep it alive
-        raise CheckpointError(f"{info.file}: truncated while reading tensor {info.name!r} "
-                              f"({got} of {info.nbytes} bytes; did the file change after its header was read?)")
+    if got != want:
+        del out, buf   # free the partial buffer now: a traceback would otherwise keep it alive
+        what = f"tensor {info.name!r}" + ("" if piece is None else f" (piece {piece})")
+        raise CheckpointError(f"{info.file}: truncated while reading {what} ({got} of {want} bytes; "
+                              "did the file change after its header was read?)")
     return out
+
+
+def _piece_layout(info: TensorInfo, piece) -> tuple[list, int, int, int]:
+    """(shape of the piece, file offset of its first byte, bytes between runs, number of runs)."""
+    if piece is None:
+        return list(info.shape), info.start, 0, 1
+    dim, start, stop = piece
+    shape = list(info.shape)
+    if len(shape) not in (1, 2) or dim not in range(len(shape)) or not 0 <= start <= stop <= shape[dim]:
+        raise CheckpointError(f"{info.file}: cannot take piece {piece} of tensor {info.name!r} of shape {info.shape}")
+    el = torch.empty((), dtype=info.dtype).element_size()
+    row_bytes = el * (shape[1] if len(shape) == 2 else 1)
+    shape[dim] = stop - start
+    if dim == 0:
+        return shape, info.start + start * row_bytes, 0, 1
+    return shape, info.start + start * el, row_bytes, shape[0]

@@ -32,15 +32,16 @@ and keeping the embedding and the output head in float16 gives about 7.5 GB inst
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Int8Linear", "quantize_int8", "dequantize_int8", "quantize_model", "replace_linears", "model_nbytes",
-           "DEFAULT_SKIP", "INT8_KERNEL_MAX_ROWS", "int8_kernel_used", "int8_kernel_matmul", "cast_matmul",
-           "decode_bytes_per_token"]
+from .formats import LinearFormat, replace_linears
+
+__all__ = ["Int8Linear", "quantize_int8", "dequantize_int8", "quantize_model", "DEFAULT_SKIP",
+           "INT8_KERNEL_MAX_ROWS", "int8_kernel_used", "int8_kernel_matmul", "cast_matmul", "CastScratch"]
 
 QMAX = 127
 # Up to how many rows (tokens) Int8Linear uses torch._weight_int8pack_mm on the CPU, per activation
@@ -62,9 +63,13 @@ def quantize_int8(weight: torch.Tensor, chunk_rows: int = 1024) -> tuple[torch.T
         raise ValueError(f"quantize_int8 expects a 2-D weight (out, in), got shape {tuple(weight.shape)}")
     if not weight.dtype.is_floating_point:
         raise ValueError(f"quantize_int8 expects a floating-point weight, got {weight.dtype}")
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"quantize_int8: chunk_rows must be an int >= 1, got {chunk_rows!r}")
     out_features = weight.shape[0]
     q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
-    scale = torch.empty(out_features, dtype=torch.float32, device=weight.device)
+    scale = torch.ones(out_features, dtype=torch.float32, device=weight.device)
+    if weight.shape[1] == 0:                   # rows of no weights: nothing to scale
+        return q, scale
     for r0 in range(0, out_features, chunk_rows):
         w = weight[r0:r0 + chunk_rows].float()                                   # (rows, in)
         s = w.abs().amax(dim=1) / QMAX                                           # (rows,)
@@ -83,18 +88,21 @@ def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = t
     return (q.float() * scale.float()[:, None]).to(dtype)
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(LinearFormat):
     """A bias-free linear layer with int8 weights (out, in) and one scale per output channel (out,).
 
     ``forward`` multiplies by the int8 matrix cast to the input's dtype, then scales each output column:
-    ``F.linear(x, q) * scale``. Both tensors are buffers (not trainable parameters).
+    ``F.linear(x, q) * scale``. Both tensors are buffers (not trainable parameters). ``scratch``: where
+    the cast goes on the CPU; ``quantize_model`` gives all the layers of one model the same one.
     """
 
-    def __init__(self, in_features: int, out_features: int, device=None, dtype: torch.dtype = torch.float32):
+    def __init__(self, in_features: int, out_features: int, device=None, dtype: torch.dtype = torch.float32,
+                 scratch: Optional["CastScratch"] = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8, device=device))
         self.register_buffer("scale", torch.empty(out_features, dtype=dtype, device=device))
+        self.scratch = scratch if scratch is not None else CastScratch()
 
     @classmethod
     def from_weight(cls, weight: torch.Tensor, dtype: Optional[torch.dtype] = None) -> "Int8Linear":
@@ -116,9 +124,7 @@ class Int8Linear(nn.Module):
     @torch.no_grad()
     def set_weight(self, weight: torch.Tensor, dtype: Optional[torch.dtype] = None) -> None:
         """Quantize ``weight`` (out, in) into this layer, on the weight's device; scales in ``dtype``."""
-        if tuple(weight.shape) != (self.out_features, self.in_features):
-            raise ValueError(f"weight of shape {tuple(weight.shape)} does not fit an Int8Linear "
-                             f"({self.out_features}, {self.in_features})")
+        self.check_shape(weight)
         q, scale = quantize_int8(weight)
         self._buffers["weight"] = q
         self._buffers["scale"] = scale.to(dtype or self.scale.dtype)
@@ -127,12 +133,15 @@ class Int8Linear(nn.Module):
         """The (out, in) weight this layer actually multiplies by."""
         return dequantize_int8(self.weight, self.scale, dtype)
 
+    def float_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        return self.dequantize(dtype or self.scale.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         rows = x.numel() // self.in_features
         if int8_kernel_used(x, rows):
             y = int8_kernel_matmul(x.reshape(rows, self.in_features), self.weight, self.scale)   # reads int8
             return y.view(*x.shape[:-1], self.out_features)
-        return cast_matmul(x, self.weight, self.scale)                         # cast, multiply, scale
+        return cast_matmul(x, self.weight, self.scale, self.scratch)           # cast, multiply, scale
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, scale={self.scale.dtype}"
@@ -151,70 +160,58 @@ def int8_kernel_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) ->
     return torch._weight_int8pack_mm(x, q, scale.to(x.dtype))
 
 
-_CAST_BUFFERS: dict = {}
-
-
-def _cast_buffer(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A reusable (out, in) buffer of ``dtype`` on the CPU for the cast of ``q``.
+class CastScratch:
+    """Reusable CPU buffers, one per dtype, for the cast of int8 matrices before a matmul.
 
     Casting into a fresh tensor costs about seven times more than casting into memory already mapped
     (a 14336 x 4096 int8 matrix to bf16 here: 39 ms against 5.6 ms), because every page of a new 117 MB
-    tensor is first zero-filled by the operating system. One buffer per dtype, as large as the largest
-    matrix cast so far, is kept for the life of the process (117 MB for Mistral 7B in bf16).
+    tensor is first zero-filled by the operating system. One scratch serves all the int8 layers of a
+    model (they run one after another), as large as the largest matrix cast so far (117 MB for
+    Mistral 7B in bf16). It belongs to the model, not to the process, and its buffers are made
+    outside inference mode, so a model used under ``torch.inference_mode`` (as ``generate`` does)
+    works unchanged afterwards.
     """
-    buf = _CAST_BUFFERS.get(dtype)
-    if buf is None or buf.numel() < q.numel():
-        buf = _CAST_BUFFERS[dtype] = torch.empty(q.numel(), dtype=dtype)
-    return buf[:q.numel()].view(q.shape).copy_(q)
+
+    def __init__(self):
+        self.buffers: dict = {}
+
+    def cast(self, q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``q`` cast to ``dtype``, written into this scratch. Valid until the next ``cast``."""
+        buf = self.buffers.get(dtype)
+        if buf is None or buf.numel() < q.numel():
+            with torch.inference_mode(False):
+                buf = self.buffers[dtype] = torch.empty(q.numel(), dtype=dtype)
+        return buf[:q.numel()].view(q.shape).copy_(q)
+
+    def __deepcopy__(self, memo):
+        return CastScratch()                      # a copy of a model gets its own (empty) scratch
 
 
-def cast_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def cast_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
+                scratch: Optional[CastScratch] = None) -> torch.Tensor:
     """(..., in) activations times the int8 matrix cast to their dtype, then the scales -> (..., out).
 
-    On the CPU the cast goes into a reused buffer (``_cast_buffer``); elsewhere it is a plain cast,
-    which a GPU's caching allocator serves without new pages (and ``torch.compile`` fuses into the matmul).
+    On the CPU, without gradients, the cast goes into ``scratch``; otherwise it is a plain cast, which
+    autograd can keep for the backward pass and a GPU's caching allocator serves without new pages
+    (``torch.compile`` fuses it into the matmul).
     """
-    w = _cast_buffer(q, x.dtype) if (x.device.type == "cpu" and not x.requires_grad) else q.to(x.dtype)
+    use_scratch = scratch is not None and x.device.type == "cpu" and not x.requires_grad
+    w = scratch.cast(q, x.dtype) if use_scratch else q.to(x.dtype)
     return F.linear(x, w) * scale.to(x.dtype)
 
 
-def _skipped(name: str, skip: Iterable[str]) -> bool:
-    return any(name == s or name.startswith(s + ".") for s in skip)
-
-
-def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module], skip: Iterable[str] = ()) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``, or inside them) by
-    ``make(linear)``, in place; a ValueError from ``make`` is re-raised naming the weight. Returns ``model``."""
-    skip = tuple(skip)
-    targets = [(name, mod) for name, mod in model.named_modules()
-               if isinstance(mod, nn.Linear) and not _skipped(name, skip)]
-    for name, linear in targets:
-        parent_name, _, leaf = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        try:
-            setattr(parent, leaf, make(linear))
-        except ValueError as e:
-            raise ValueError(f"{name}.weight: {e}") from None
-    return model
-
-
-def quantize_model(model: nn.Module, skip: Iterable[str] = DEFAULT_SKIP) -> nn.Module:
+def quantize_model(model, skip: Iterable[str] = DEFAULT_SKIP):
     """Replace every ``nn.Linear`` of ``model`` (except those named in ``skip``) by an ``Int8Linear``, in place.
 
     On a meta-device model this only changes the structure (the loader then fills it tensor by tensor);
-    on a real model it quantizes the weights where they are. Returns ``model``.
+    on a real model it quantizes the weights where they are. All the new layers share one
+    ``CastScratch``. Returns ``model``.
     """
-    return replace_linears(model, Int8Linear.from_linear, skip)
+    scratch = CastScratch()
 
+    def make(linear):
+        layer = Int8Linear.from_linear(linear)
+        layer.scratch = scratch
+        return layer
 
-def model_nbytes(model: nn.Module) -> int:
-    """Bytes of every parameter and buffer (works on the meta device, where nothing is allocated)."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def decode_bytes_per_token(model: nn.Module) -> int:
-    """Bytes of weights one batch-1 decode step reads from memory: every parameter and buffer once,
-    except the embedding table, of which only the row of the token fed in is read."""
-    emb = model.tok_embeddings.weight
-    return model_nbytes(model) - (emb.shape[0] - 1) * emb.shape[1] * emb.element_size()
+    return replace_linears(model, make, skip)

@@ -23,10 +23,12 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import ModelArgs
-from .cpu_pack import pack_available
-from .model import Transformer
-from .weights import load_model, read_args, resolve_device, resolve_dtype
+from ..config import ModelArgs
+from ..costs import dtype_bytes, weights_nbytes
+from ..model import Transformer
+from ..speed.cpu_pack import pack_available
+from .layout import read_args
+from .loading import load_model, resolve_device, resolve_dtype
 
 __all__ = ["cuda_or_explain", "load_pretrained", "choose_settings", "probe_device", "DeviceInfo", "LoadChoice", "fetch_checkpoint",
            "HubAccessError", "estimate_nbytes"]
@@ -73,7 +75,7 @@ class LoadChoice:
     quantize: Optional[str]
     reasons: list = field(default_factory=list)
     info: Optional[DeviceInfo] = None
-    pack: bool = False                            # bf16 weights packed for the CPU kernel (cpu_pack.py)
+    pack: bool = False                            # bf16 weights packed for the CPU kernel (speed/cpu_pack.py)
 
     def describe(self) -> str:
         return "load_pretrained: " + " · ".join(self.reasons)
@@ -107,21 +109,10 @@ def probe_device(device: Optional[str | torch.device] = None) -> DeviceInfo:
 
 
 def estimate_nbytes(args: ModelArgs, dtype: torch.dtype, quantize: Optional[str] = None) -> int:
-    """Bytes of the weights of ``Transformer(args)`` in ``dtype`` (int8 linears with ``quantize='int8'``).
-
-    Counted from the config alone (tested equal to ``model_nbytes`` of the built model): nothing is
-    built, so a downloaded config.json that claims 10**7 layers costs no memory here.
-    """
-    if quantize not in (None, "int8"):
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-    size = torch.empty((), dtype=resolve_dtype(dtype)).element_size()
-    d, hd, f, n = args.dim, args.head_dim, args.hidden_dim, args.n_layers
-    linear = n * (d * hd * (2 * args.n_heads + 2 * args.n_kv_heads) + 3 * d * f)   # wq wk wv wo, w1 w2 w3
-    rows = n * (hd * (args.n_heads + 2 * args.n_kv_heads) + 2 * d + 2 * f)         # their output channels
-    rest = 2 * args.vocab_size * d + (2 * n + 1) * d                               # embeddings, head, norms
-    if quantize == "int8":
-        return rest * size + linear + rows * size          # int8 weights plus one scale per output channel
-    return (rest + linear) * size
+    """Bytes of the weights of ``Transformer(args)`` in ``dtype`` (int8 linears with ``quantize='int8'``),
+    from the config alone (``costs.weights_nbytes``): nothing is built, so a downloaded config.json
+    that claims 10**7 layers costs no memory here."""
+    return weights_nbytes(args, dtype_bytes(resolve_dtype(dtype)), quantize)
 
 
 def _headroom(weights: int) -> int:
@@ -129,16 +120,50 @@ def _headroom(weights: int) -> int:
     return max(int(0.1 * weights), int(1 * GB))
 
 
+def _default_dtype(info: DeviceInfo) -> tuple[torch.dtype, str]:
+    """The dtype for a device when none is asked for, and why."""
+    if info.device.startswith("cuda"):
+        if info.capability is not None and tuple(info.capability) >= (8, 0):
+            return torch.bfloat16, "bfloat16: native on compute capability >= 8.0, the dtype the weights were released in"
+        return torch.float16, "float16: no native bfloat16 before compute capability 8.0"
+    # Decoding is memory-bound: each token reads every weight once, so fewer bytes per weight is
+    # more tokens per second. bfloat16 halves float32's bytes and is the dtype of the released
+    # weights; when even bfloat16 does not fit, 'auto' falls back to int8.
+    return torch.bfloat16, ("bfloat16: the released weights' dtype, half the bytes of float32 "
+                            "(decoding on a CPU is limited by reading the weights)")
+
+
+def _choose_quantize(args: ModelArgs, info: DeviceInfo, dtype: torch.dtype, quantize) -> tuple[Optional[str], str]:
+    """int8 or not, and why: 'auto' takes int8 only when the weights in ``dtype`` would not fit."""
+    free = info.free_bytes
+    full, int8 = estimate_nbytes(args, dtype), estimate_nbytes(args, dtype, "int8")
+    need_full, need_int8 = full + _headroom(full), int8 + _headroom(int8)
+    fits_full = free is None or need_full <= free
+    if quantize == "int8":
+        return "int8", f"int8 weights: as requested (~{need_int8 / GB:.1f} GB with headroom)"
+    if quantize is None:
+        return None, (f"no quantization: as requested (~{need_full / GB:.1f} GB with headroom"
+                      + ("" if fits_full else ", more than is free") + ")")
+    if fits_full:
+        return None, f"no quantization: {_name(dtype)} weights need ~{need_full / GB:.1f} GB with headroom"
+    if free is None or need_int8 <= free:
+        return "int8", (f"int8 weights: {_name(dtype)} needs ~{need_full / GB:.1f} GB with headroom, "
+                        f"int8 ~{need_int8 / GB:.1f} GB")
+    raise MemoryError(f"{info.device} has {free / GB:.1f} GB free, but the model needs ~{need_int8 / GB:.1f} GB "
+                      f"even with int8 weights (~{need_full / GB:.1f} GB in {_name(dtype)}); free memory "
+                      "(restart the runtime) or pick a bigger GPU")
+
+
 def choose_settings(args: ModelArgs, info: DeviceInfo, dtype=None, quantize="auto") -> LoadChoice:
     """Pick dtype and quantization for ``args`` on the device described by ``info``.
 
     dtype (when not given): CUDA with compute capability >= 8.0 (A100, L4, H100) -> bfloat16, the
-    dtype Mistral 7B was trained in; older GPUs (T4 = 7.5, V100 = 7.0) have no native bfloat16 ->
+    dtype of the released weights; older GPUs (T4 = 7.5, V100 = 7.0) have no native bfloat16 ->
     float16; the CPU -> bfloat16 (decoding reads every weight per token: half float32's bytes).
     quantize='auto': int8 when the weights in that dtype plus headroom (10 %, >= 1 GB) exceed the free
     memory and int8 fits; an error (before any download) when even int8 does not fit. An explicit
     ``quantize=None`` or ``'int8'`` is used as given. On a CPU whose ``info.bf16_pack`` says oneDNN
-    can, bfloat16 weights that are not quantized are also packed for its kernel (``cpu_pack.py``).
+    can, bfloat16 weights that are not quantized are also packed for its kernel (``speed/cpu_pack.py``).
     """
     if quantize not in ("auto", None, "int8"):
         raise ValueError(f"quantize must be 'auto', None or 'int8', got {quantize!r}")
@@ -148,51 +173,15 @@ def choose_settings(args: ModelArgs, info: DeviceInfo, dtype=None, quantize="aut
         facts.append(f"compute capability {info.capability[0]}.{info.capability[1]}")
     if info.free_bytes is not None:
         facts.append(f"{info.free_bytes / GB:.1f} GB free")
-    where = dev + (f" ({', '.join(facts)})" if facts else "")
-    reasons = [where]
-    free = info.free_bytes
-
-    def fits(nbytes: int) -> bool:
-        return free is None or nbytes + _headroom(nbytes) <= free
-
+    reasons = [dev + (f" ({', '.join(facts)})" if facts else "")]
     if dtype is not None:
         dtype = resolve_dtype(dtype)
         reasons.append(f"{_name(dtype)}: as requested")
-    elif dev.startswith("cuda"):
-        if info.capability is not None and tuple(info.capability) >= (8, 0):
-            dtype = torch.bfloat16
-            reasons.append("bfloat16: native on compute capability >= 8.0, the dtype the weights were released in")
-        else:
-            dtype = torch.float16
-            reasons.append("float16: no native bfloat16 before compute capability 8.0")
     else:
-        # Decoding is memory-bound: each token reads every weight once, so fewer bytes per weight is
-        # more tokens per second. bfloat16 halves float32's bytes and is the dtype of the released
-        # weights; when even bfloat16 does not fit, 'auto' below falls back to int8.
-        dtype = torch.bfloat16
-        reasons.append("bfloat16: the released weights' dtype, half the bytes of float32 "
-                       "(decoding on a CPU is limited by reading the weights)")
-
-    full = estimate_nbytes(args, dtype)
-    int8 = estimate_nbytes(args, dtype, "int8")
-    need_full, need_int8 = full + _headroom(full), int8 + _headroom(int8)
-    if quantize == "auto":
-        if fits(full):
-            quantize = None
-            reasons.append(f"no quantization: {_name(dtype)} weights need ~{need_full / GB:.1f} GB with headroom")
-        elif fits(int8):
-            quantize = "int8"
-            reasons.append(f"int8 weights: {_name(dtype)} needs ~{need_full / GB:.1f} GB with headroom, "
-                           f"int8 ~{need_int8 / GB:.1f} GB")
-        else:
-            raise MemoryError(f"{dev} has {free / GB:.1f} GB free, but the model needs ~{need_int8 / GB:.1f} GB "
-                              f"even with int8 weights (~{need_full / GB:.1f} GB in {_name(dtype)}); free memory "
-                              "(restart the runtime) or pick a bigger GPU")
-    elif quantize == "int8":
-        reasons.append(f"int8 weights: as requested (~{need_int8 / GB:.1f} GB with headroom)")
-    else:
-        reasons.append(f"no quantization: as requested (~{need_full / GB:.1f} GB with headroom"
-                       + ("" if fits(full) else ", more than is free") + ")")
+        dtype, why = _default_dtype(info)
+        reasons.append(why)
+    quantize, why = _choose_quantize(args, info, dtype, quantize)
+    reasons.append(why)
     pack = dev == "cpu" and dtype == torch.bfloat16 and quantize is None and info.bf16_pack
     if pack:
         reasons.append("bf16 weights packed for oneDNN's CPU kernel (faster decoding; load_model(..., pack=True))")
@@ -281,7 +270,7 @@ def load_pretrained(repo_id: str = DEFAULT_REPO, device: Optional[str | torch.de
     repo_id: a Hugging Face repository id or a local checkpoint directory (either layout).
     device: default the first GPU, else the CPU. dtype: default bfloat16 on GPUs with native support,
     float16 on older GPUs (T4), bfloat16 on the CPU, with its weights packed for oneDNN where the CPU
-    supports it (``cpu_pack.py``; such a model cannot be saved). quantize: 'auto'
+    supports it (``speed/cpu_pack.py``). quantize: 'auto'
     (int8 when the weights would not fit), None or 'int8'. The choice is printed (``verbose``) and kept as
     ``model.load_choice``. Weights stream tensor by tensor onto the device (see ``load_model``).
     """

@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .masks import mask_matrix, mistral_mask
+from ..masks import mask_matrix, mistral_mask
 
 
 def online_softmax(x: torch.Tensor, block: int = 4) -> torch.Tensor:
@@ -101,17 +101,3 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: O
             m = m_new
         out[:, :, :, q0:q1] = acc / l[..., None]
     return out.view(B, H, S, D).to(q.dtype)
-
-
-def score_matrix_bytes(batch: int, heads: int, seq_len: int, keys: Optional[int] = None,
-                       bytes_per_value: int = 4) -> int:
-    """Bytes of the (S, T) score matrix ordinary attention writes for every head (the softmax
-    writes a second matrix of the same size)."""
-    return batch * heads * seq_len * (seq_len if keys is None else keys) * bytes_per_value
-
-
-def flash_state_bytes(batch: int, heads: int, seq_len: int, block_q: int = 64, block_k: int = 64,
-                      bytes_per_value: int = 4) -> int:
-    """Bytes the tiled pass keeps besides its output: the running max and sum of every query (2 per
-    query and head) and one (block_q, block_k) tile of scores per head in flight."""
-    return batch * heads * (2 * seq_len + block_q * block_k) * bytes_per_value

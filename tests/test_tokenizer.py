@@ -575,3 +575,21 @@ def test_the_tokenizer_package_exports_its_public_names_only():
     assert set(t.__all__) == {"SPACE", "PieceType", "ModelSpec", "parse_model_proto", "check_pieces",
                               "mistral_v1_model_bytes", "ChatFormatError", "format_chat", "Tokenizer", "BPETokenizer"}
     assert [n for n in dir(t) if n.startswith("_") and not n.startswith("__")] == []
+
+
+def test_decode_continuation_keeps_the_space_the_first_new_piece_carries():
+    tok = Tokenizer.mistral_v1()
+    prompt = tok.encode("Files are written and", bos=True)
+    new = tok.encode("Sync is called", bos=False)
+    assert tok.decode(new) == "Sync is called"                          # alone: the leading space is dropped
+    assert tok.decode_continuation(new, prompt) == " Sync is called"    # after its prompt: kept
+    assert tok.decode(prompt) + tok.decode_continuation(new, prompt) == tok.decode(prompt + new)
+    assert tok.decode_continuation(new, []) == "Sync is called"         # at the start of a text: no space
+    assert tok.decode_continuation([], prompt) == ""
+    emoji = tok.encode("x 🦙", bos=False)                               # byte-fallback pieces
+    for cut in range(1, len(emoji)):
+        head, tail = emoji[:cut], emoji[cut:]
+        whole = tok.decode(head + tail)
+        assert whole.endswith(tok.decode_continuation(tail, head))
+    with pytest.raises(ValueError, match="out of range"):
+        tok.decode_continuation([40_000], prompt)

@@ -797,7 +797,8 @@ def build(work: Path, cache: Path | None = None) -> tuple[dict[str, str], dict]:
         "max_share": MAX_SHARE, "near_dup": {"shingle_words": SHINGLE, "jaccard": NEAR_DUP_JACCARD,
                                              "minhash_permutations": MINHASH_PERM, "lsh_bands": LSH_BANDS},
         "tokenizer": tokenizer, "sources": {}}
-    train_tokens = sum(n for s in train_sources for *_, n in by_source[s])
+    train_tokens = sum(n for s in train_sources for i, (*_, n) in enumerate(by_source[s])
+                       if i % VAL_EVERY != VAL_EVERY - 1)          # the training split's tokens only
     for source, (split_kind, registry, pin, licence, where, copyleft) in SOURCES.items():
         items = by_source[source]          # sorted by name already
         if split_kind == "ood":

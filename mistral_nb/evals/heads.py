@@ -23,7 +23,7 @@ from ..attention import attention_weights
 from ..masks import sliding_window_mask
 from ..model import Transformer
 
-__all__ = ["attention_maps", "hop_path", "previous_token_scores", "first_token_scores", "repeated_random_tokens", "induction_scores",
+__all__ = ["attention_maps", "hop_path", "previous_token_scores", "duplicate_token_scores", "sampled_tokens", "first_token_scores", "repeated_random_tokens", "induction_scores",
            "attention_by_distance", "top_heads"]
 
 
@@ -100,6 +100,39 @@ def repeated_random_tokens(n_sequences: int, length: int, low: int, high: int, b
     """(n, 1 + 2 * length): ``<s>``, then ``length`` random ids in [low, high), then the same ids again."""
     r = torch.randint(low, high, (n_sequences, length), generator=generator)
     return torch.cat([torch.full((n_sequences, 1), bos), r, r], dim=1)
+
+
+def sampled_tokens(n_sequences: int, length: int, probs: torch.Tensor,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(n, length) ids drawn independently from ``probs`` (V,), e.g. a unigram model of the training
+    text: random sequences whose tokens the model has seen often, unlike uniform ids (most of a
+    32,000-id vocabulary is rare or absent in a small corpus)."""
+    if probs.dim() != 1 or not bool((probs >= 0).all()) or float(probs.sum()) <= 0:
+        raise ValueError("sampled_tokens: probs must be a 1-D tensor of non-negative weights with a positive sum")
+    return torch.multinomial(probs.double(), n_sequences * length, replacement=True,
+                             generator=generator).view(n_sequences, length)
+
+
+def duplicate_token_scores(maps: torch.Tensor, tokens: torch.Tensor, window: Optional[int] = None):
+    """Duplicate-token heads: weight a query puts on earlier copies of its own token.
+
+    maps (L, B, H, S, S), tokens (B, S). For every query i that has at least one earlier key j < i
+    in its window (i - W < j) with tokens[j] == tokens[i], the weight on those keys is summed.
+    Returns ((L, H) mean of that weight, the same mean for an even spread over the window — the
+    control a score must beat, since a head that attends evenly also lands on duplicates)."""
+    _check(maps)
+    B, S = tokens.shape
+    i, j = torch.arange(S)[:, None], torch.arange(S)[None, :]
+    seen = (j < i) & ((i - j < window) if window else True)                        # (S, S) earlier keys in view
+    dup = (tokens[:, :, None] == tokens[:, None, :]) & seen                          # (B, S, S)
+    has = dup.any(-1)                                                                # (B, S) queries with a copy
+    if not bool(has.any()):
+        raise ValueError("duplicate_token_scores: no query has an earlier copy of its token in view")
+    on_dup = (maps * dup[None, :, None]).sum(-1)                                     # (L, B, H, S)
+    score = (on_dup * has[None, :, None]).sum(dim=(1, 3)) / has.sum()
+    in_view = (seen | (i == j)).sum(-1).float()                                      # keys a query sees
+    even = float((dup.sum(-1) / in_view)[has].mean())
+    return score, even
 
 
 def induction_scores(maps: torch.Tensor, length: int) -> torch.Tensor:

@@ -76,6 +76,21 @@ class Tokenizer:
         """Ids -> text. Control ids (``<s>``, ``</s>``) decode to nothing."""
         return self.sp.decode(_check_ids(ids, self.vocab_size))
 
+    def decode_continuation(self, new_ids: Iterable[int], prompt_ids: Iterable[int]) -> str:
+        """The text ``new_ids`` add after ``prompt_ids``, as it reads after the prompt.
+
+        ``decode`` alone drops the space a first piece carries (sentencepiece removes the leading
+        ``'▁'`` of a text: ``'▁Sync'`` decodes to ``'Sync'``), so ``prompt + decode(new)`` would read
+        "andSync". Decoded after the prompt it keeps it: the whole sequence is decoded and the
+        prompt's text cut off (up to the first character where they differ, should a byte-fallback
+        character straddle the boundary)."""
+        prompt_ids = _check_ids(prompt_ids, self.vocab_size)
+        new_ids = _check_ids(new_ids, self.vocab_size)
+        head, whole = self.sp.decode(prompt_ids), self.sp.decode(prompt_ids + new_ids)
+        if whole.startswith(head):
+            return whole[len(head):]
+        return whole[len(os.path.commonprefix([head, whole])):]
+
     def pieces(self, text: str) -> list[str]:
         """The pieces of ``text`` (no BOS), e.g. ``['▁Hello', '▁world']``."""
         return self.sp.encode(_check_text(text), out_type=str)

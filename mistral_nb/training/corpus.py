@@ -23,7 +23,7 @@ import torch
 
 from ..book.results import recorded_path
 
-__all__ = ["DOC_SEP", "CORPORA", "load_documents", "TokenStream"]
+__all__ = ["DOC_SEP", "CORPORA", "load_documents", "document_sources", "TokenStream"]
 
 DOC_SEP = "\x1e"
 CORPORA = {"v1": ("experiments/corpus", ("train", "val")),
@@ -49,6 +49,25 @@ def load_documents(split: str = "train", limit: Optional[int] = None, corpus: st
     docs = [d.strip("\n") for d in text.split(f"\n{DOC_SEP}\n")]
     docs = [d for d in docs if d]
     return docs[:limit] if limit is not None else docs
+
+
+def document_sources(split: str, corpus: str = "v2") -> list[str]:
+    """The source (e.g. 'postgresql-docs') of every document of ``split``, in the order
+    ``load_documents`` returns them, from the corpus's manifest (v2 only: v1's sources are the
+    prefixes of its document names)."""
+    import json
+
+    if corpus != "v2":
+        raise ValueError(f"document_sources: only corpus 'v2' has a manifest of sources, not {corpus!r}")
+    folder, splits = CORPORA[corpus]
+    if split not in splits:
+        raise ValueError(f"document_sources: corpus {corpus!r} has the splits {list(splits)}, not {split!r}")
+    path = recorded_path(f"{folder}/manifest.json")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return [name for name, src in manifest["sources"].items() for _ in range(src["documents"][split])]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a corpus manifest ({type(e).__name__}: {e})") from None
 
 
 @dataclass

@@ -273,9 +273,15 @@ def analyze(quick: bool) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Cost: each model about 55 minutes of training on 2 cores, about 2 GB of RAM, and a 250 MB "
+               "training state in experiments/.runs/ (disk; not committed); analyze about 10 minutes. "
+               "train swa overwrites the committed experiments/results/english_swa/ and "
+               "english_train_swa.json (train full: english_train_full.json); analyze overwrites "
+               "experiments/results/english.json.")
     p.add_argument("stage", choices=["train", "analyze", "all"])
-    p.add_argument("model", nargs="?", choices=sorted(WINDOWS), help="with 'train': which model")
+    p.add_argument("model", nargs="?", choices=sorted(WINDOWS), help="with 'train': which model (default: both)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default: all cores)")
     p.add_argument("--quick", action="store_true", help="a few steps, nothing recorded")
     a = p.parse_args()

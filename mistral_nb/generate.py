@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 
@@ -162,7 +162,7 @@ def _prompt_lists(prompts, vocab: int) -> List[List[int]]:
 
 
 def _check_generate_args(model, prompts, max_new_tokens, temperature, top_p, eos_id=None, seed=None,
-                         chunk_size=None) -> tuple:
+                         chunk_size=None, on_token=None) -> tuple:
     """Validate generate's arguments; return them normalised (prompts as lists of ints, numbers as
     Python ints and floats). TypeError for a wrong type, ValueError for a wrong value, each naming
     the argument (and, for a token id, the prompt and position)."""
@@ -177,6 +177,8 @@ def _check_generate_args(model, prompts, max_new_tokens, temperature, top_p, eos
         seed = _as_int("seed", seed, -(2 ** 63), 2 ** 64 - 1)          # what torch.Generator accepts
     if chunk_size is not None:
         chunk_size = _as_int("chunk_size", chunk_size, 1, window)
+    if on_token is not None and not callable(on_token):
+        raise TypeError(f"on_token must be a function of the step's tokens, got {type(on_token).__name__}")
     return prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size
 
 
@@ -239,7 +241,8 @@ def _trim_at_eos(out: torch.Tensor, eos_id: Optional[int]) -> List[List[int]]:
 def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, temperature: float = 0.0,
              top_p: float = 1.0, eos_id: Optional[int] = None, seed: Optional[int] = None,
              chunk_size: Optional[int] = None, progress: Optional[bool] = None,
-             compile: Union[bool, str] = False) -> List[List[int]]:
+             compile: Union[bool, str] = False,
+             on_token: Optional[Callable[[torch.Tensor], None]] = None) -> List[List[int]]:
     """Continue each prompt (a list of token ids; lengths may differ) by up to ``max_new_tokens`` tokens.
 
     temperature 0 = greedy; otherwise sample, with nucleus ``top_p``. A row stops at ``eos_id`` (the
@@ -247,10 +250,12 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
     ``progress``: tqdm bar over decode steps (default: when max_new_tokens >= 256).
     ``compile``: run decode steps through ``compiled_decoder`` (True, or a ``torch.compile`` mode such
     as ``"reduce-overhead"``). The first call compiles (tens of seconds); the prefill stays eager.
+    ``on_token``: called with the (B,) tokens of every step as soon as they are sampled (to stream
+    text, or to time each step).
     Raises ValueError if the model's logits turn out NaN or infinite.
     """
     prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size = _check_generate_args(
-        model, prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size)
+        model, prompts, max_new_tokens, temperature, top_p, eos_id, seed, chunk_size, on_token)
     B = len(prompts)
     if max_new_tokens == 0:
         return [[] for _ in range(B)]
@@ -274,6 +279,8 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, 
                      disable=not (progress if progress is not None else max_new_tokens >= 256)):
         next_tok = sample_next(logits, temperature, top_p, generator)            # (B,)
         out[:, step] = next_tok
+        if on_token is not None:
+            on_token(next_tok)
         n = step + 1
         if eos_id is not None:
             done |= next_tok == eos_id

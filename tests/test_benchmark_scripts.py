@@ -42,9 +42,39 @@ def test_cpu_7b_script_runs_in_smoke_mode(tmp_path):
         assert f"'method': '{method}'" in done.stdout, done.stdout
     assert "int8_over_bf16_decode_tokens_per_s" in done.stdout and "tiny run: nothing recorded" in done.stdout
     assert (tmp_path / "ckpt" / "model.safetensors.index.json").is_file()
+    import ast
+    import re
+
+    for line in done.stdout.splitlines():                      # every measured figure is a sane positive number
+        if line.startswith("{'method'"):
+            res = ast.literal_eval(line)
+            for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "decode_gb_per_s", "load_s"):
+                assert 0 < res[key] < 1e7, (key, res[key])
+            assert len(res["decode_s"]) == 1 and res["decode_s"][0] > 0
+    assert not re.search(r"tokens_per_s': -", done.stdout)
+
+
+def test_long_running_scripts_say_what_they_cost():
+    for script, words in (("benchmarks/cpu_7b.py", ("14.5 GB of disk", "16 GB", "hour", "Overwrites", "(default: 2)")),
+                          ("experiments/train_english.py", ("RAM", "disk", "minutes", "overwrites", "(default")),
+                          ("experiments/train_english_v2.py", ("RAM", "Disk", "hours", "overwrites", "(default"))):
+        out = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        for w in words:
+            assert w in out.stdout, (script, w)
 
 
 def test_cpu_7b_script_refuses_tiny_without_a_scratch_directory():
     done = subprocess.run([sys.executable, "benchmarks/cpu_7b.py", "--tiny"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0 and "--tiny needs --dir" in done.stderr
+
+
+def test_cpu_gemm_peak_script_runs_in_smoke_mode():
+    """The roofline's CPU benchmark on small shapes: CPU description, kernels, rates; nothing recorded."""
+    cmd = [sys.executable, "benchmarks/cpu_gemm_peak.py", "--quick", "--no-record", "--repeats", "1", "--processes", "1"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in ("CPU:", "kernels:", "GFLOP/s", "read bandwidth:", "peak_gflop_per_s", "nothing recorded"):
+        assert line in done.stdout, done.stdout
+    assert "float32" in done.stdout and "bf16" in done.stdout

@@ -138,3 +138,14 @@ def test_compiled_decode_equals_eager_and_compiles_once(model):
     finally:
         with torch.no_grad():
             model.output.weight.mul_(-1)
+
+
+def test_on_token_sees_every_step_as_it_is_sampled():
+    from helpers import random_model, tiny_args
+
+    model = random_model(tiny_args(), 0)
+    seen = []
+    out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=6, on_token=lambda t: seen.append(t.tolist()))
+    assert [list(col) for col in zip(*seen)] == out
+    with pytest.raises(TypeError, match="on_token must be a function"):
+        generate(model, [[1, 2]], max_new_tokens=2, on_token="print")

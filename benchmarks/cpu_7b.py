@@ -8,7 +8,10 @@ interleaved over ``--rounds`` rounds:
 * ``ours_bf16``   ``load_model(dtype=bfloat16)``, streamed tensor by tensor;
 * ``ours_bf16_packed``  ``load_model(dtype=bfloat16, pack=True)``: linear weights packed for oneDNN (cpu_pack.py);
 * ``ours_int8``   ``load_model(dtype=bfloat16, quantize="int8")``: the blocks' linear weights in int8;
-* ``hf_bf16``     transformers' ``MistralForCausalLM.from_pretrained(dtype=bfloat16)``.
+* ``hf_bf16``     transformers' ``MistralForCausalLM.from_pretrained(dtype=bfloat16)``;
+* ``hf_bf16_compiled``  the same with its forward under ``torch.compile`` and a static KV cache
+  (``generate(..., cache_implementation="static")``, transformers' documented recipe for a compiled
+  decode); the warm-up generation compiles it (prefill and decode shapes), outside the timings.
 
 Each process first measures this machine's memory bandwidth (a read-only sum and a copy of 1 GB), then
 loads the model (wall time, peak resident memory over the loaded weights' bytes), then generates 33
@@ -17,7 +20,7 @@ the prefill is the time to the first token, the decode the 32 steps after it, ea
 x tokens/s; the ceiling is the read bandwidth (the median over all processes of the run) over that byte
 count.
 
-    python benchmarks/cpu_7b.py                # loads the 7B model 8 times; records results/cpu_7b.json
+    python benchmarks/cpu_7b.py                # loads the 7B model 10 times; records results/cpu_7b.json
     python benchmarks/cpu_7b.py --dir /big/disk/mistral7b-random   # where the checkpoint goes
 
 Needs: 14.5 GB of free disk for the checkpoint (kept for later runs; delete it when done) and about
@@ -42,7 +45,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 DEFAULT_DIR = Path(os.environ.get("MISTRAL_NB_CACHE", Path.home() / ".cache" / "mistral_nb")) / "mistral-7b-random-bf16"
-METHODS = ("ours_bf16", "ours_bf16_packed", "ours_int8", "hf_bf16")
+METHODS = ("ours_bf16", "ours_bf16_packed", "ours_int8", "hf_bf16", "hf_bf16_compiled")
 SHARD_BYTES = 4 * 2**30
 GB = 1e9
 
@@ -135,7 +138,9 @@ def child(method: str, path: Path, prompt_len: int, new_tokens: int, reps: int) 
         else:
             from transformers import MistralForCausalLM
             model = MistralForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
-        out["load_s"] = round(time.perf_counter() - t0, 1)
+            if method == "hf_bf16_compiled":
+                model.forward = torch.compile(model.forward, dynamic=False)
+        out["load_s"] = round(time.perf_counter() - t0, 3)
     weights = model_nbytes(model)
     out.update(weights_gb=round(weights / GB, 3), load_peak_rss_increase_gb=round(rss.peak_increase / GB, 3),
                load_peak_over_weights=round(rss.peak_increase / weights, 3))
@@ -163,9 +168,12 @@ def child(method: str, path: Path, prompt_len: int, new_tokens: int, reps: int) 
             def end(self):
                 pass
 
+        static = {"cache_implementation": "static"} if method == "hf_bf16_compiled" else {}
+
         def run(n, stamp):
             with torch.inference_mode():
-                res = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=Stamps(stamp))
+                res = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=Stamps(stamp),
+                                     **static)
             return res[0, prompt_len:].tolist()
     prefill, decode, tokens = timed_runs(run, new_tokens, reps)
     p, d = statistics.median(prefill), statistics.median(decode)
@@ -236,6 +244,15 @@ def summarize(runs: list, methods) -> tuple[dict, dict, float]:
     if {"ours_bf16_packed", "hf_bf16"} <= set(summary):
         ratios["ours_packed_decode_time_over_hf"] = round(summary["hf_bf16"]["decode_tokens_per_s"] / summary["ours_bf16_packed"]["decode_tokens_per_s"], 3)
         ratios["ours_packed_prefill_time_over_hf"] = round(summary["hf_bf16"]["prefill_tokens_per_s"] / summary["ours_bf16_packed"]["prefill_tokens_per_s"], 3)
+    for ours in ("ours_bf16", "ours_bf16_packed"):       # against transformers compiled, the fair peer
+        if {ours, "hf_bf16_compiled"} <= set(summary):
+            key = ours.removeprefix("ours_").replace("bf16_packed", "packed")
+            for what in ("decode", "prefill"):
+                ratios[f"ours_{key}_{what}_time_over_hf_compiled"] = round(
+                    summary["hf_bf16_compiled"][f"{what}_tokens_per_s"] / summary[ours][f"{what}_tokens_per_s"], 3)
+    if {"hf_bf16", "hf_bf16_compiled"} <= set(summary):
+        ratios["hf_compiled_over_hf_decode_tokens_per_s"] = round(
+            summary["hf_bf16_compiled"]["decode_tokens_per_s"] / summary["hf_bf16"]["decode_tokens_per_s"], 3)
     if {"ours_bf16", "ours_bf16_packed"} <= set(summary):
         ratios["packed_over_bf16_decode_tokens_per_s"] = round(summary["ours_bf16_packed"]["decode_tokens_per_s"] / summary["ours_bf16"]["decode_tokens_per_s"], 3)
     if {"ours_bf16", "ours_int8"} <= set(summary):
@@ -252,15 +269,17 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Cost: 14.5 GB of disk for the random checkpoint (written once, kept in --dir), about 16 GB of "
-               "free RAM, and about an hour on 2 cores for the default 2 rounds x 4 methods (each loads the 7B "
-               "model in a fresh process). Overwrites the committed benchmarks/results/cpu_7b.json (not with "
+               "free RAM, and about an hour and a half on 2 cores for the default 2 rounds x 5 methods (each loads the "
+               "7B model in a fresh process; the compiled one compiles it first). Overwrites the committed benchmarks/results/cpu_7b.json (not with "
                "--tiny). Nothing else should run meanwhile.")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the random 7B checkpoint is (written once)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the methods")
     p.add_argument("--reps", type=int, default=2, help="timed generations per process (after a warm-up)")
     p.add_argument("--prompt", type=int, default=128, help="prompt tokens (the prefill)")
     p.add_argument("--new", type=int, default=32, help="decode steps timed after the first new token")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="what to measure")
+    p.add_argument("--methods", nargs="+", default=None, choices=METHODS,
+                   help="what to measure (default: all; with --tiny all but hf_bf16_compiled, whose compilation "
+                        "takes minutes)")
     p.add_argument("--tiny", action="store_true", help="smoke test: a 2-layer model, --dir required, nothing recorded")
     p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--resummarize", action="store_true",
@@ -281,6 +300,8 @@ def main() -> None:
         return
     if a.tiny and a.dir == DEFAULT_DIR:
         sys.exit("cpu_7b: --tiny needs --dir (a scratch directory)")
+    if a.methods is None:
+        a.methods = [m for m in METHODS if not (a.tiny and m == "hf_bf16_compiled")]
     from mistral_nb.speed.cpu_pack import pack_available
 
     if "ours_bf16_packed" in a.methods and not pack_available():

@@ -2,7 +2,8 @@
 
 The model's concepts sit at the top, one module each, in the order the chapters build them:
 ``tokenizer/``, ``config``, ``norm``, ``rope``, ``attention``, ``masks``, ``cache``, ``model``,
-``generate``, and ``costs`` (every count: parameters, bytes, KV cache, FLOPs). Around them, the
+``generate``, ``lora`` (low-rank adapters), and ``costs`` (every count: parameters, bytes, KV cache,
+FLOPs, fine-tuning memory). Around them, the
 wings that serve the model: ``checkpoint/`` (files in both layouts, the Hub), ``speed/`` (weight
 formats, FlashAttention's idea, the roofline), ``parallel/`` (tensor parallelism), ``training/``
 (the training loop, the corpus, synthetic tasks), ``evals/`` (losses, baselines, attention heads),

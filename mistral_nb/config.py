@@ -274,9 +274,9 @@ def _with_key(e: ConfigError, keys: dict, filename: str) -> str:
 
 
 def _read_json(path: str | Path) -> dict:
-    from .checkpoint.files import parse_json, read_regular_file     # (checkpoint/ itself imports this module)
+    from .checkpoint.files import as_path, parse_json, read_regular_file     # (checkpoint/ imports this module)
 
-    path = Path(path)
+    path = as_path(path, "config path")
     data = parse_json(read_regular_file(path, MAX_CONFIG_BYTES, "config file", ConfigError), path, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")

@@ -14,6 +14,7 @@ Activations, which stay small next to the weights at these sizes, are not counte
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,7 +23,20 @@ from torch import nn
 
 from .config import ModelArgs
 
-QUANTIZED_FORMATS = (None, "int8")
+QUANTIZED_FORMATS = (None, "int8", "int4", "int4_zp", "int4_g128", "int4_g128_zp")   # int4: speed/int4.py's INT4_MODES
+
+
+def _ints(where: str, low: int = 0, **values) -> None:
+    """ValueError naming the argument unless every value is an int >= ``low`` (a count of tokens, bytes,
+    sequences: a negative one would give a negative count without a word)."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise ValueError(f"{where}: {name} must be an int >= {low}, got {v!r}")
+
+
+def _config(where: str, args) -> None:
+    if not isinstance(args, ModelArgs):
+        raise TypeError(f"{where}: args must be a ModelArgs, got {type(args).__name__}")
 
 
 # ---------------------------------------------------------------- parameters
@@ -60,7 +74,9 @@ def weights_nbytes(args: ModelArgs, bytes_per_value: int = 2, quantize: Optional
     """Bytes of the weights of ``Transformer(args)``, ``bytes_per_value`` per float.
 
     ``quantize='int8'``: the blocks' linear weights as one byte each plus one float scale per output
-    channel; the embedding, the output head and the norms stay in floating point."""
+    channel; ``'int4'`` (group 32) or ``'int4_g128'`` (group 128), with ``_zp`` or not: half a byte each
+    plus a float scale and a float offset per group (both are stored: PyTorch's int4 kernel reads the
+    pair). The embedding, the output head and the norms stay in floating point."""
     if quantize not in QUANTIZED_FORMATS:
         raise ValueError(f"quantize must be one of {QUANTIZED_FORMATS}, got {quantize!r}")
     c = parameter_counts(args)
@@ -68,6 +84,9 @@ def weights_nbytes(args: ModelArgs, bytes_per_value: int = 2, quantize: Optional
     rest = c["embeddings"] + c["output head"] + c["RMSNorm weights"]
     if quantize == "int8":
         return rest * bytes_per_value + linear + block_linear_rows(args) * bytes_per_value
+    if quantize is not None:                                  # int4: 4 bits + (scale, zero) per group
+        group = 128 if quantize.startswith("int4_g128") else 32
+        return rest * bytes_per_value + linear // 2 + 2 * (linear // group) * bytes_per_value
     return (rest + linear) * bytes_per_value
 
 
@@ -79,6 +98,8 @@ def weights_read_per_token(args: ModelArgs, bytes_per_value: int = 2, quantize: 
 
 def dtype_bytes(dtype: torch.dtype) -> int:
     """Bytes per value of a torch dtype (2 for bfloat16)."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype_bytes: dtype must be a torch.dtype such as torch.bfloat16, got {dtype!r}")
     return torch.empty((), dtype=dtype).element_size()
 
 
@@ -114,6 +135,7 @@ def sequences_that_fit(args: ModelArgs, memory_bytes: float, seq_len: int, bytes
                        rolling: bool = True) -> int:
     """How many sequences of ``seq_len`` tokens fit in ``memory_bytes`` beside the weights (batch
     capacity): (memory - weights) // KV-cache bytes of one sequence; 0 when the weights alone do not fit."""
+    _ints("sequences_that_fit", 1, seq_len=seq_len)
     free = memory_bytes - weights_nbytes(args, bytes_per_value)
     per_seq = kv_cache_bytes(args, seq_len, bytes_per_value, rolling=rolling)
     return max(0, int(free // per_seq))
@@ -138,6 +160,8 @@ def flash_state_bytes(batch: int, heads: int, seq_len: int, block_q: int = 64, b
 def keys_seen(args: ModelArgs, past: int, tokens: int) -> int:
     """Query-key pairs of ``tokens`` new tokens at positions past .. past + tokens - 1, each seeing
     the min(position + 1, W) most recent positions, itself included."""
+    _config("keys_seen", args)
+    _ints("keys_seen", 0, past=past, tokens=tokens)
     W = args.sliding_window
     first, last = past + 1, past + tokens            # keys seen by a position p: p + 1, capped at W
     if W is None or last <= W:
@@ -201,9 +225,124 @@ def prefill_cost(args: ModelArgs, seq_len: int, batch: int = 1, bytes_per_value:
                  chunk: Optional[int] = None) -> Cost:
     """A prompt of ``seq_len`` tokens prefilled in chunks of ``chunk`` (default W) tokens: the sum
     of the passes (each chunk reads the weights again)."""
+    _ints("prefill_cost", 1, seq_len=seq_len, **({} if chunk is None else {"chunk": chunk}))
     chunk = chunk or args.sliding_window or seq_len
     flops = nbytes = 0.0
     for c0 in range(0, seq_len, chunk):
         c = forward_cost(args, min(chunk, seq_len - c0), batch=batch, past=c0, bytes_per_value=bytes_per_value)
         flops, nbytes = flops + c.flops, nbytes + c.bytes
     return Cost(flops, nbytes, tokens=seq_len * batch)
+
+
+# ---------------------------------------------------------------- fine-tuning: trainable parameters and memory
+BLOCK_LINEARS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+
+
+def linear_shapes(args: ModelArgs) -> dict:
+    """{name: (in_features, out_features)} of a block's seven linear layers."""
+    q, kv, d, f = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim, args.dim, args.hidden_dim
+    return {"wq": (d, q), "wk": (d, kv), "wv": (d, kv), "wo": (q, d), "w1": (d, f), "w2": (f, d), "w3": (d, f)}
+
+
+def lora_parameter_count(args: ModelArgs, r: int, targets=("wq", "wv")) -> int:
+    """Parameters of rank-``r`` adapters on ``targets`` in every block: r * (in + out) per layer.
+    (Mistral 7B, r = 8 on wq and wv: 3,407,872, 0.047 % of the model.)"""
+    shapes = linear_shapes(args)
+    unknown = [t for t in targets if t not in shapes]
+    if unknown:
+        raise ValueError(f"lora_parameter_count: unknown target {unknown[0]!r}; the block's layers are {BLOCK_LINEARS}")
+    return args.n_layers * sum(r * sum(shapes[t]) for t in targets)
+
+
+def trainable_parameter_count(model: nn.Module) -> int:
+    """Parameters of a built model that receive gradients (``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def adamw_state_bytes(n_params: int, bytes_per_value: int = 4) -> int:
+    """Bytes of AdamW's two running moments (exp_avg, exp_avg_sq) for ``n_params`` parameters."""
+    return 2 * n_params * bytes_per_value
+
+
+def block_saved_bytes(args: ModelArgs, method: str = "lora", targets=("wq", "wv"), r: int = 8,
+                      bytes_per_value: int = 2) -> dict:
+    """Bytes per token that one block keeps for the backward pass, by what keeps them.
+
+    Read off the operations, and equal to what autograd saves on a CPU in float32
+    (tests/test_finetune_costs.py). RMSNorm keeps its float32 input and statistic; attention keeps
+    q, k, v, its output (which is also wo's input) and one log-sum-exp per head; the SwiGLU keeps
+    w1's, w3's and silu's outputs. A frozen linear layer needs nothing for its own backward; a
+    trained one keeps its input. ``full``: every layer and norm is trained. ``lora``: each adapter
+    keeps its float32 input and its rank-r middle; in half precision every adapter makes its own
+    float32 copy of its input, in float32 the adapters of one input share it (and wo's is the
+    attention output, already kept). The first block under LoRA keeps a little less (nothing
+    upstream of its first adapter needs a gradient); it is counted like the others.
+    """
+    if method not in ("full", "lora"):
+        raise ValueError(f"method must be 'full' or 'lora', got {method!r}")
+    hd, H, K, d, f, b = args.head_dim, args.n_heads, args.n_kv_heads, args.dim, args.hidden_dim, bytes_per_value
+    out = {"norms (float32 input and statistic)": 2 * (d + 1) * 4,
+           "attention (q, k, v, output, log-sum-exp)": (2 * H + 2 * K) * hd * b + H * 4,
+           "SwiGLU (w1, w3 and silu outputs)": 3 * f * b}
+    if method == "full":
+        out["norms (normalised output)"] = 2 * d * b
+        out["inputs of wq wk wv, w1 w3, w2"] = (2 * d + f) * b
+        return out
+    width = {"wq": ("attn", d), "wk": ("attn", d), "wv": ("attn", d), "wo": ("wo", 0 if b == 4 else H * hd),
+             "w1": ("ffn", d), "w3": ("ffn", d), "w2": ("w2", f)}
+    inputs = list(set(width[t] for t in targets)) if b == 4 else [width[t] for t in targets]
+    out["adapters (float32 inputs and rank-r middles)"] = (sum(w for _, w in inputs) + r * len(targets)) * 4
+    return out
+
+
+def int8_copy_bytes(args: ModelArgs, targets=("wq", "wv"), bytes_per_value: int = 2) -> int:
+    """Bytes per block, whatever the number of tokens, that LoRA on int8 weights keeps besides:
+    an int8 layer without an adapter multiplies by a float copy of its weight (``cast_matmul``),
+    and autograd keeps that copy for the backward pass. (An adapter's base does not:
+    ``lora.FrozenLinear`` rebuilds the weight in the backward.)"""
+    return sum(i * o for t, (i, o) in linear_shapes(args).items() if t not in targets) * bytes_per_value
+
+
+def head_saved_bytes(args: ModelArgs, method: str = "lora", bytes_per_value: int = 2) -> int:
+    """Bytes per token kept outside the blocks: the final norm (and, full fine-tuning, its output,
+    the head's input and the embedding's token ids) and the loss's float32 log-probabilities and
+    int64 targets."""
+    extra = 2 * args.dim * bytes_per_value + 8 if method == "full" else 0
+    return (args.dim + 1) * 4 + extra + args.vocab_size * 4 + 8
+
+
+def activation_bytes(args: ModelArgs, batch: int, seq_len: int, method: str = "lora", targets=("wq", "wv"),
+                     r: int = 8, bytes_per_value: int = 2, checkpointing: bool = False,
+                     quantize: Optional[str] = None) -> int:
+    """Bytes of activations at the peak of a training step over ``batch`` x ``seq_len`` tokens.
+
+    Without checkpointing every block's saved tensors live until the backward reaches it. With it,
+    only each block's input is kept (dim values per token and layer) and one block's tensors are
+    rebuilt at a time in the backward. Both add the head's, and the logits' float32 gradient, and,
+    on int8 weights, the float copies of ``int8_copy_bytes`` (of every block, or of one).
+    """
+    block = sum(block_saved_bytes(args, method, targets, r, bytes_per_value).values())
+    kept = args.n_layers * args.dim * bytes_per_value + block if checkpointing else args.n_layers * block
+    copies = int8_copy_bytes(args, targets, bytes_per_value) if quantize == "int8" and method == "lora" else 0
+    per_token = kept + head_saved_bytes(args, method, bytes_per_value) + args.vocab_size * 4
+    return batch * seq_len * per_token + copies * (1 if checkpointing else args.n_layers)
+
+
+def finetune_memory(args: ModelArgs, batch: int = 1, seq_len: int = 512, method: str = "lora", r: int = 8,
+                    targets=("wq", "wv"), quantize: Optional[str] = None, checkpointing: bool = False,
+                    bytes_per_value: int = 2) -> dict:
+    """Bytes of one training step with AdamW, by component (what a GPU must hold at the peak).
+
+    ``lora``: frozen weights in ``bytes_per_value`` (or int8, ``quantize='int8'``), float32 adapters,
+    their gradients and two moments. ``full``: every parameter trained in float32 (weights,
+    gradients, two moments: 16 bytes per parameter). Activations: ``activation_bytes``.
+    """
+    if method == "full":
+        n = parameter_count(args)
+        weights, trained = weights_nbytes(args, 4), n
+    else:
+        trained = lora_parameter_count(args, r, targets)
+        weights = weights_nbytes(args, bytes_per_value, quantize) + trained * 4
+    return {"weights": weights, "gradients": trained * 4, "AdamW moments": adamw_state_bytes(trained),
+            "activations": activation_bytes(args, batch, seq_len, method, targets, r, bytes_per_value, checkpointing,
+                                            quantize)}

@@ -65,6 +65,49 @@ def mask_matrix(fn: MaskFn, q_pos: torch.Tensor, k_pos: Optional[torch.Tensor] =
     return fn(q_pos[..., :, None], k_pos[..., None, :])
 
 
+def same_segment(segments: torch.Tensor) -> MaskFn:
+    """Packed rows: a query sees only the keys of its own segment (its own conversation).
+
+    segments: (B, S) integer ids, one run per segment (non-decreasing along a row); the predicate
+    takes index positions q, k (broadcastable, e.g. (S, 1) and (1, S)) and returns (B, ...) bool.
+    """
+    def in_segment(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return segments[..., q] == segments[..., k]
+
+    return in_segment
+
+
+def check_segments(segments, shape: tuple) -> None:
+    """ValueError/TypeError unless ``segments`` is an integer tensor of ``shape`` (B, S) whose ids
+    never decrease along a row (each segment one contiguous run)."""
+    if not isinstance(segments, torch.Tensor) or segments.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"segments must be an integer torch.Tensor (B, S), got {type(segments).__name__}"
+                        f"{' ' + str(segments.dtype) if isinstance(segments, torch.Tensor) else ''}")
+    if tuple(segments.shape) != tuple(shape):
+        raise ValueError(f"segments has shape {tuple(segments.shape)}, but the tokens have shape {tuple(shape)}")
+    drops = (segments[:, 1:] < segments[:, :-1]).nonzero()
+    if len(drops):
+        b, i = (int(v) for v in drops[0])
+        raise ValueError(f"segments must not decrease along a row (one contiguous run per segment): row {b} "
+                         f"goes from {int(segments[b, i])} to {int(segments[b, i + 1])} at position {i + 1}")
+
+
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """(B, S) segment ids -> (B, S) position of each token inside its segment (0 at every segment's start),
+    the RoPE positions of packed rows."""
+    idx = torch.arange(segments.shape[-1], device=segments.device)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return idx - torch.where(starts, idx, 0).cummax(dim=-1).values
+
+
+def packed_mask(segments: torch.Tensor, window: Optional[int]) -> torch.Tensor:
+    """(B, S, S) mask of packed rows: Mistral's mask inside each segment, nothing across segments.
+    Inside a segment, index distances are position distances, so causal & window apply to indices."""
+    idx = torch.arange(segments.shape[-1], device=segments.device)
+    return mask_matrix(and_masks(mistral_mask(window), same_segment(segments)), idx)
+
+
 def sliding_window_mask(seq_len: int, window: Optional[int], device=None) -> torch.Tensor:
     """The (seq_len, seq_len) boolean mask of a whole-sequence forward (positions 0 .. seq_len-1)."""
     pos = torch.arange(seq_len, device=device)

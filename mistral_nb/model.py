@@ -15,11 +15,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as checkpointed   # activation checkpointing
 
 from .attention import Attention, additive_mask, use_banded
 from .cache import RollingBufferCache
 from .config import ModelArgs
-from .masks import chunk_mask, sliding_window_mask
+from .masks import check_segments, chunk_mask, packed_mask, segment_positions, sliding_window_mask
 from .norm import RMSNorm
 from .rope import rope_angles
 
@@ -57,7 +58,8 @@ class Transformer(nn.Module):
 
     ``model(tokens)`` runs a whole sequence with sliding-window causal attention and no cache;
     ``model(tokens, cache=cache)`` runs a chunk that continues the sequences held in a
-    ``RollingBufferCache``. Logits are returned in float32.
+    ``RollingBufferCache``. Logits are returned in float32. ``model.checkpointing = True``: while
+    training, each block's activations are recomputed in the backward pass instead of kept.
     """
 
     def __init__(self, args: ModelArgs):
@@ -72,6 +74,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.checkpointing = False
 
     def check_tokens(self, tokens: torch.Tensor) -> None:
         """Raise a clear error for a wrong shape, dtype or device, or ids outside [0, vocab_size)."""
@@ -83,6 +86,9 @@ class Transformer(nn.Module):
         if tokens.is_meta:
             raise ValueError("tokens are on the meta device, which holds no data: pass real token ids")
         weights = self.tok_embeddings.weight
+        if weights.is_meta:
+            raise ValueError("the model's weights are on the meta device (built empty, e.g. under torch.device('meta'), "
+                             "and never loaded): load weights into it (load_model) or build it on a real device")
         if not weights.is_meta and tokens.device != weights.device:
             raise ValueError(f"tokens are on {tokens.device} but the model's weights are on {weights.device}: "
                              f"move them with tokens.to({str(weights.device)!r})")
@@ -94,29 +100,34 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, cache: Optional[RollingBufferCache] = None,
                 positions: Optional[torch.Tensor] = None, last_only: bool = False,
-                check: bool = True) -> torch.Tensor:
+                check: bool = True, segments: Optional[torch.Tensor] = None) -> torch.Tensor:
         """tokens (B, S) -> logits (B, S, vocab) float32 ((B, 1, vocab) with ``last_only``).
 
         positions: (B, S) absolute positions, only with a cache (default: continue each row);
         negative positions mark left padding, which is neither attended to nor cached.
         check: validate the ids (reads them back to the host: ``generate`` skips it for the tokens
         it sampled itself, which are in range by construction).
+        segments: (B, S) ids of the sequences packed into each row (whole-sequence forward only):
+        attention stays inside a segment and RoPE positions restart at each one.
         """
         if check:
             self.check_tokens(tokens)
+            if segments is not None:
+                check_segments(segments, tokens.shape)
         B, S = tokens.shape
         h = self.tok_embeddings(tokens)                                   # (B, S, dim)
         if cache is None:
             if positions is not None:
                 raise ValueError("positions are only used with a cache; a whole-sequence forward starts at 0")
-            pos = torch.arange(S, device=tokens.device)
-            cos, sin = rope_angles(pos, self.args.head_dim, self.args.rope_theta)   # (S, D/2)
-            banded = use_banded(S, self.args.sliding_window)
-            mask = None if banded else additive_mask(
-                sliding_window_mask(S, self.args.sliding_window, device=tokens.device), h.dtype)  # (S, S)
-            for layer in self.layers:
-                h = layer(h, cos, sin, mask)
+            pos = torch.arange(S, device=tokens.device) if segments is None else segment_positions(segments)
+            cos, sin = rope_angles(pos, self.args.head_dim, self.args.rope_theta)   # (S, D/2); (B, S, D/2) packed
+            mask = self.sequence_mask(S, h.dtype, tokens.device, segments)           # None: the banded path
+            recompute = self.checkpointing and self.training and torch.is_grad_enabled()
+            for layer in self.layers:     # with checkpointing, each block is run again in the backward pass
+                h = checkpointed(layer, h, cos, sin, mask, use_reentrant=False) if recompute else layer(h, cos, sin, mask)
         else:
+            if segments is not None:
+                raise ValueError("segments are only used by a whole-sequence forward (no cache)")
             cache.check_chunk(self.args, tokens, positions, check_capacity=check)
             if positions is None:
                 positions = cache.default_positions(S)
@@ -130,6 +141,15 @@ class Transformer(nn.Module):
         if last_only:
             h = h[:, -1:]
         return self.logits(h)
+
+    def sequence_mask(self, S: int, dtype: torch.dtype, device, segments: Optional[torch.Tensor] = None):
+        """Additive mask of a whole-sequence forward: None when the banded path pays, else (S, S);
+        for packed rows, (B, 1, S, S), each segment attending only to itself."""
+        if segments is not None:
+            return additive_mask(packed_mask(segments, self.args.sliding_window), dtype)[:, None]
+        if use_banded(S, self.args.sliding_window):
+            return None
+        return additive_mask(sliding_window_mask(S, self.args.sliding_window, device=device), dtype)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The last hidden states (B, S, dim) -> logits (B, S, vocab) in float32: final norm, output head."""

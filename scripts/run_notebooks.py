@@ -4,7 +4,8 @@
 
 Cells tagged ``gpu`` run too: they begin with ``if cuda_or_explain():`` and on a CPU only print why
 they do nothing. Widget state is stored so the book can render widgets without a kernel, and each
-notebook's wall time is printed (never saved into it).
+notebook's wall time is printed (never saved into it). The exercises' solutions are then saved without
+output and collapsed for Jupyter and Colab (``mistral_nb.book.solutions.hide_solutions``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from mistral_nb.book.solutions import hide_solutions
+
 
 def run(path: Path, timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
@@ -28,6 +31,7 @@ def run(path: Path, timeout: int = 600) -> float:
     elapsed = time.perf_counter() - t0
     for cell in nb.cells:           # keep the committed notebook free of machine-dependent metadata
         cell.get("metadata", {}).pop("execution", None)
+    hide_solutions(nb)
     nbformat.write(nb, path)
     return elapsed
 

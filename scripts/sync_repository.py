@@ -109,7 +109,7 @@ def main() -> None:
             stale.append(path.relative_to(ROOT).as_posix())
             if not a.check and first is not None:
                 first.source = cell
-                first.outputs, first.execution_count = [], None
+                first.outputs, first.execution_count = [], 1   # it runs first in a fresh kernel (no output off Colab)
                 nbformat.write(nb, path)
     if problems:
         sys.exit("sync_repository: " + "; ".join(problems))

@@ -1,6 +1,7 @@
 """The GPU benchmark cannot run here, but its code path can: a tiny model on the CPU, nothing recorded.
 (Benchmarks are never timed in tests; this only keeps the script from rotting between GPU sessions.)"""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,42 @@ def test_cpu_gemm_peak_script_runs_in_smoke_mode():
     for line in ("CPU:", "kernels:", "GFLOP/s", "read bandwidth:", "peak_gflop_per_s", "nothing recorded"):
         assert line in done.stdout, done.stdout
     assert "float32" in done.stdout and "bf16" in done.stdout
+
+
+def test_cpu_vs_llamacpp_script_runs_in_smoke_mode(tmp_path):
+    """The side-by-side benchmark's whole path on a 2-layer model without llama.cpp: checkpoint, our
+    three formats each in a fresh process, the profile of a decode step, the summary; nothing recorded."""
+    cmd = [sys.executable, "benchmarks/cpu_vs_llamacpp.py", "--tiny", "--dir", str(tmp_path / "ckpt"), "--rounds", "1",
+           "--reps", "1", "--prompt", "8", "--new", "4", "--llama-bench", str(tmp_path / "no-llama-bench")]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no llama-bench: measuring this package only" in done.stdout and "tiny run: nothing recorded" in done.stdout
+    import ast
+
+    seen = set()
+    for line in done.stdout.splitlines():
+        if line.startswith("{'method'"):
+            res = ast.literal_eval(line)
+            seen.add(res["method"])
+            for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "decode_gb_per_s", "peak_rss_gb", "read_gb_per_s"):
+                assert 0 < res[key] < 1e7, (key, res[key])
+    assert seen == {"ours_bf16_packed", "ours_int8", "ours_int4"} or seen == {"ours_int8", "ours_int4"}
+    assert "profile of ours_int4, 8 decode steps: [(" in done.stdout and "summary:" in done.stdout
+
+
+def test_cpu_vs_llamacpp_script_needs_llama_bench_for_a_recorded_run():
+    done = subprocess.run([sys.executable, "benchmarks/cpu_vs_llamacpp.py", "--llama-bench", "/nonexistent"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "llama-bench" in done.stderr and "benchmarks/README.md" in done.stderr
+
+
+def test_quant_quality_script_runs_in_smoke_mode():
+    """The quality measurement on 4 short held-out windows of the English model; nothing recorded."""
+    cmd = [sys.executable, "benchmarks/quant_quality.py", "--quick", "--no-layer", "--no-record", "--threads", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_CPP_PYTHON"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("int8, head int8", "int4 g32 symmetric, head float", "GPTQ int4 g128 zero point, head float",
+                 "ggml Q4_0 rounding, head float"):
+        assert f"{name}: {{'tokens'" in done.stdout, name
+    assert "nothing recorded" in done.stdout

@@ -55,8 +55,8 @@ from pathlib import Path
 
 import pytest
 
-yaml = pytest.importorskip("yaml")
-nbformat = pytest.importorskip("nbformat")
+import nbformat  # noqa: E402  (installed by requirements.txt: a missing one must fail, not skip)
+import yaml  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -88,6 +88,12 @@ CASES = {
     "sampling arguments: inf, strings, None; chunk_size 0; bad eos_id; huge seed or count": [
         "test_errors::test_generate_argument_errors"],
     "int8 model saved unloadable": ["test_weights::test_save_int8_model_writes_a_loadable_checkpoint"],
+    # ---- issue 23, int4 and GGUF
+    "int4: group size that does not divide the rows, NaN rows, wrong shapes": [
+        "test_int4::test_bad_arguments_are_named", "test_int4::test_unknown_group_for_the_checkpoint"],
+    "GGUF export: unknown quant or float type, a directory, a vocabulary mismatch, rows not in 32s": [
+        "test_gguf::test_bad_arguments_are_named", "test_gguf::test_save_checkpoint_writes_gguf"],
+    "llama.cpp not installed": ["test_gguf::test_llamacpp_logits_says_how_to_get_it"],
     "convert_checkpoint(src, src)": ["test_weights::test_convert_refuses_the_same_directory"],
     # ---- issue 12, hangs and memory
     "FIFO, /dev/zero or directory where a file belongs": ["test_errors::test_special_files_are_refused",
@@ -112,6 +118,27 @@ CASES = {
     "public names of the packages, and no private re-exports": [
         "test_tokenizer::test_the_tokenizer_package_exports_its_public_names_only",
         "test_layout::test_every_module_imports_and_exports_what_it_names"],
+    # ---- issue 24 (trust, round 3): the table BAD_INPUTS in test_trust_round3 lists each case and its message
+    "n-gram ids beyond the vocabulary; NaN head and evaluation scores on empty or short input": [
+        "test_trust_round3::test_bad_inputs_get_a_clear_error", "test_trust_round3::test_the_neighbours_of_the_bad_inputs_still_work"],
+    "downloads with a total deadline (a Hub or raw server that stalls or trickles)": [
+        "test_trust_round3::test_recorded_downloads_have_a_total_deadline",
+        "test_trust_round3::test_load_pretrained_gives_up_on_a_hub_that_never_answers",
+        "test_trust_round3::test_load_pretrained_uses_the_cached_copy_when_the_hub_is_late"],
+    "a truncated download is never cached; the manifest of recorded files": [
+        "test_trust_round3::test_a_truncated_download_is_never_cached",
+        "test_trust_round3::test_a_truncated_file_already_in_the_cache_is_fetched_again",
+        "test_trust_round3::test_the_manifest_lists_every_recorded_file_as_it_is"],
+    "a recorded result that is not JSON, a corpus file that is a pipe": [
+        "test_trust_round3::test_a_recorded_result_that_is_not_json_is_named",
+        "test_trust_round3::test_the_corpus_reader_refuses_a_named_pipe"],
+    "an empty path or repository id is not the working directory": [
+        "test_trust_round3::test_an_empty_repo_id_is_not_the_current_directory",
+        "test_trust_round3::test_bad_inputs_get_a_clear_error"],
+    "check() with wrong types, a header dimension of 2**63, a forward on an empty model": [
+        "test_trust_round3::test_exercise_answers_that_cannot_be_compared_are_wrong_answers",
+        "test_trust_round3::test_a_dimension_of_2_63_beside_a_zero_is_refused_in_the_header",
+        "test_trust_round3::test_a_forward_on_an_empty_model_blames_the_model_not_the_tokens"],
 }
 
 

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from mistral_nb import ModelArgs, Tokenizer, Transformer
+from mistral_nb import ModelArgs, Tokenizer, Transformer, generate
 from mistral_nb.training.corpus import TokenStream, load_documents
 from mistral_nb.evals.ngram import BigramLM
 from mistral_nb.costs import kv_cache_bytes
@@ -20,11 +20,11 @@ from mistral_nb.costs import flash_state_bytes, score_matrix_bytes
 from mistral_nb.masks import attended_pairs, receptive_field
 from mistral_nb.costs import parameter_counts, weights_read_per_token
 from mistral_nb import parallel
-from mistral_nb.book.results import recorded_path
+from mistral_nb.book.results import load_recorded, recorded_path
 from mistral_nb.costs import model_nbytes
 from mistral_nb.speed.int8 import quantize_model
-from mistral_nb.speed.roofline import H100_SXM_BF16
-from mistral_nb.costs import decode_cost
+from mistral_nb.speed.roofline import H100_SXM_BF16, NVLINK_H100, PCIE5_X16
+from mistral_nb.costs import decode_cost, prefill_cost
 from mistral_nb.rope import mistral_to_hf_qk, rope_inv_freq
 
 M7 = ModelArgs.mistral_7b()
@@ -59,14 +59,12 @@ def _expected():
     cp = 0x1F99C
     english = ModelArgs.from_params_json(recorded_path("experiments/results/english_swa/params.json"))
 
-    def vocab_share(args):
+    def tied_share(args):
         counts = parameter_counts(args)
-        return (counts["embeddings"] + counts["output head"]) / sum(counts.values())
+        return counts["embeddings"] / (sum(counts.values()) - counts["output head"])
 
     wk16 = parallel.Partition(M7, 16).slice("layers.0.attention.wk.weight", 0)
     m7_bytes = 2 * M7.n_layers * M7.dim * 2                          # (wk, wv) x layers x dim x bf16, per row
-    read8 = parallel.rank_weights_read_per_token(M7, 8)
-    sent8 = parallel.ring_all_reduce_bytes(parallel.comm_bytes_per_token(M7, 8)["all-reduce"], 8)
     kv_bytes = parallel.rank_kv_cache_bytes(M7, 2, seq_len=1)
     tok = Tokenizer.mistral_v1()
     bigram = BigramLM(tok.vocab_size, ignore_ids=(tok.bos_id,)).fit(
@@ -101,24 +99,112 @@ def _expected():
         "09.1": 65536 ** 2 / attended_pairs(65536, 4096),
         "09.2": batch,
         "09.3": (round(1e12 / read), round(2e12 / read)),
-        "09.4": (score_matrix_bytes(1, 32, 32768), flash_state_bytes(1, 32, 32768)),
+        "09.4": (score_matrix_bytes(1, 32, 65536, bytes_per_value=2),
+                 flash_state_bytes(1, 32, 65536, 128, 128, bytes_per_value=2)),
+        "09.5": tuple(prefill_cost(M7, 4096, chunk=c).seconds(H100_SXM_BF16) for c in (1, 4096)),
         "10.1": (all_int8, int8 - all_int8),
-        "10.2": 64,
+        "10.2": (64, 1.0),
         "10.3": (torch.bfloat16, None, torch.bfloat16, "int8"),
         "11.1": (receptive_field(32, 4096), 32 * 4096),
         "11.2": math.ceil(19 / 3),
         "11.3": beyond / asked * math.log(16),
         "11.4": (receptive_field(1, 8), receptive_field(2, 4)),
-        "12.1": (receptive_field(6, 64), 512 - receptive_field(6, 64) - 1),
-        "12.2": math.exp(4.64 - 5.00),
-        "12.3": (vocab_share(english), vocab_share(M7)),
+        "12.1": (receptive_field(6, 32), 512 - receptive_field(6, 32) - 1),
+        "12.2": (math.log(2), load_recorded("experiments/results/english.json")["loss_nats"]["bigram"] - math.log(4)),
+        "12.3": (tied_share(english), tied_share(M7)),
         "12.4": (float(bigram.probs(united)[states]), float(bigram.probs(the)[states])),
+        "12.5": _miniature_losses(tok, (8, 32)),
         "13.1": ((wk16[2] - wk16[1]) * m7_bytes, M7.n_kv_heads * M7.head_dim // 16 * m7_bytes),
         "13.2": ([r for r in range(4) if parallel.Partition(ModelArgs.tiny(), 4).kv_group(r) == 0],
                  parallel.Partition(ModelArgs.tiny(), 4).local_args().n_kv_heads),
-        "13.3": math.floor(read8 / sent8) + 1,
+        "13.3": tuple(_first_pass_where_all_reduce_is_slower(link) for link in (NVLINK_H100, PCIE5_X16)),
         "13.4": (int(20e9 // (math.ceil(500 / 16) * 16 * kv_bytes)), int(20e9 // (M7.sliding_window * kv_bytes))),
+        "13.5": _ranks_agree_when_sampling(),
+        **_chapter_14(),
+        **_chapter_15(),
     }
+
+
+def _chapter_14():
+    """14.1-14.4: pass@k, acc normalised per token on 40 live items, items for +-1 point, a request's ids."""
+    from mistral_nb import load_model
+    from mistral_nb.book.results import recorded_checkpoint
+    from mistral_nb.evals.harness import evaluate, read_book_task
+    from mistral_nb.evals.metrics import Z95, pass_at_k
+    from mistral_nb.evals.scoring import Scorer, encode_pair
+
+    tok = Tokenizer.mistral_v1()
+    task = read_book_task("mnb_next_sentence")
+    live = evaluate(Scorer(load_model(recorded_checkpoint("experiments/results/english_swa")), tok, max_length=512),
+                    task, num_fewshot=0, limit=40)
+
+    def per_token_pick(doc, lls):
+        per = [ll / len(encode_pair(tok, doc["context"], " " + c)[1]) for ll, c in zip(lls, doc["choices"])]
+        return max(range(len(per)), key=lambda j: (per[j], -j))
+
+    return {"14.1": (pass_at_k(20, 4, 1), pass_at_k(20, 4, 10)),
+            "14.2": sum(per_token_pick(d, ll) == d["label"] for d, ll in zip(task.docs, live["lls"])) / 40,
+            "14.3": math.ceil((Z95 * 0.5 / 0.01) ** 2),
+            "14.4": encode_pair(tok, "It is 10 ", "0 km")[1]}
+
+
+def _chapter_15():
+    """15.1-15.4: LoRA's count, a DPO loss, packing at 64 positions, activations of the 7B."""
+    from mistral_nb.costs import activation_bytes, lora_parameter_count, parameter_count
+    from mistral_nb.training.dpo import dpo_loss
+    from mistral_nb.training.instructions import conversation, make_instructions
+    from mistral_nb.training.sft import encode_example, pack_groups
+
+    t = torch.tensor
+    n16 = lora_parameter_count(M7, 16, ("wq", "wk", "wv", "wo"))
+    held = make_instructions(load_documents("val", corpus="v2"), per_task=8, seed=1)
+    tok = Tokenizer.mistral_v1()
+    short = [e for e in (encode_example(tok, conversation(i)) for i in held) if len(e) - 1 <= 64]
+    return {"15.1": (n16, n16 / parameter_count(M7)),
+            "15.2": (dpo_loss(t([-12.0]), t([-15.0]), t([-13.0]), t([-14.0]), 0.1)[0].item(), math.log(2)),
+            "15.3": (len(short), len(pack_groups(short, 64))),
+            "15.4": tuple(activation_bytes(M7, 2, 1024, checkpointing=c, quantize="int8") / 1e9 for c in (True, False))}
+
+
+def _first_pass_where_all_reduce_is_slower(link, world=8):
+    """13.3: the fewest tokens per pass at which a rank's all-reduces outlast its computation."""
+    def slower(t):
+        times = parallel.rank_pass_seconds(M7, world, t, H100_SXM_BF16, link.bandwidth)
+        return times["all-reduce"] > times["compute"]
+    return next(t for t in range(1, 100_000) if slower(t))
+
+
+def _sample_on_ranks(comm, args, seed_per_rank):
+    tp = parallel.shard_model(parallel.random_model(args, 0), comm)
+    return generate(tp, [[1, 5, 9]], max_new_tokens=16, temperature=1.0, seed=7 + comm.rank * seed_per_rank)[0]
+
+
+def _ranks_agree_when_sampling():
+    """13.5: positions where 2 thread ranks sample the same token, with one seed and with one per rank."""
+    agree = []
+    for per_rank in (False, True):
+        (a, b), _ = parallel.launch(_sample_on_ranks, 2, (ModelArgs.tiny(), per_rank), {}, mode="threads")
+        agree.append(sum(x == y for x, y in zip(a, b)))
+    return tuple(agree)
+
+
+def _miniature_losses(tok, windows):
+    """Chapter 12's live miniature, trained as the chapter trains it, once per window: held-out losses."""
+    from mistral_nb.evals.language import mean_loss
+    from mistral_nb.training.loop import seeded_model, train
+
+    torch.set_num_threads(1)
+    train_stream = TokenStream.from_documents(load_documents("train"), tok)
+    val_small = TokenStream.from_documents(load_documents("val"), tok).windows(64, max_windows=64)
+    out = []
+    for w in windows:
+        args = ModelArgs(dim=64, n_layers=2, head_dim=16, hidden_dim=224, n_heads=4, n_kv_heads=2,
+                         vocab_size=32000, sliding_window=w)
+        h = train(seeded_model(args, seed=0), train_stream.batches(8, 64), steps=100, lr=1e-2, warmup=10,
+                  weight_decay=0.1, seed=0, eval_fn=lambda m: mean_loss(m, val_small, ignore_ids=(tok.bos_id,)),
+                  eval_every=100, progress=False)
+        out.append(h.val_loss[-1])
+    return tuple(out)
 
 
 EXPECTED = _expected()

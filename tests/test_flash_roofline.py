@@ -131,10 +131,18 @@ def test_machine_roofline():
     assert Cost(50.0, 10.0).seconds(toy) == 1.0 and Cost(1000.0, 1.0).seconds(toy) == 10.0
 
 
-def test_cpu_machine_from_recorded_results():
-    cpu = cpu_machine(*(load_recorded(f"benchmarks/results/{n}.json")
-                        for n in ("cpu_bandwidth", "vs_transformers", "profile_share")))
-    bw = load_recorded("benchmarks/results/cpu_bandwidth.json")
-    assert cpu.bandwidth == bw["gemv_weight_read_gb_per_s"]["14336x4096"] * 1e9
-    assert 1e10 < cpu.peak_flops < 1e13 and 1 < cpu.ridge < 100
-    assert "float32" in cpu.name
+def test_cpu_machine_from_the_recorded_gemm_peak():
+    rec = load_recorded("benchmarks/results/cpu_gemm_peak.json")
+    fp32, bf16 = cpu_machine(rec), cpu_machine(rec, "bf16")
+    assert fp32.peak_flops == rec["peak_gflop_per_s"]["float32"] * 1e9
+    assert bf16.peak_flops == rec["peak_gflop_per_s"]["bf16"] * 1e9
+    assert fp32.bandwidth == bf16.bandwidth == rec["read_gb_per_s"] * 1e9      # one memory roof for both
+    assert "float32" in fp32.name and "bf16" in bf16.name
+    best = {d: max(r["gflop_per_s"] for r in rec["gemm"] if r["dtype"] == d) for d in ("float32", "bf16")}
+    assert best == rec["peak_gflop_per_s"]                                # the peak is the best measured rate
+    assert 1e10 < fp32.peak_flops < bf16.peak_flops < 1e13 and 1 < fp32.ridge < bf16.ridge < 100
+    assert "avx512_bf16" in rec["cpu"]["has"] or "amx_bf16" in rec["cpu"]["has"]
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        cpu_machine(rec, "float16")
+    with pytest.raises(ValueError, match="not a cpu_gemm_peak.json record"):
+        cpu_machine({"copy_gb_per_s": 28.4})

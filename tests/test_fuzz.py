@@ -27,8 +27,10 @@ VOCAB = 300
 # ---------------------------------------------------------------- tokenizers
 @pytest.fixture(scope="module")
 def tokenizers():
-    tokenizer = pytest.importorskip("mistral_nb.tokenizer")
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm
+
+    from mistral_nb import tokenizer
+
     sp = spm.SentencePieceProcessor(model_proto=tokenizer.mistral_v1_model_bytes())
     return tokenizer.Tokenizer.mistral_v1(), tokenizer.BPETokenizer.mistral_v1(), sp
 

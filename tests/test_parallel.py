@@ -389,3 +389,54 @@ def test_torchrun_entry_point_generates_what_one_process_generates(hf_pair):
     assert [int(t) for t in tokens.group(1).split(",")] == expected
     held = [int(n.replace(",", "")) for n in re.findall(r"^rank \d: ([\d,]+) bytes of weights held", out, flags=re.M)]
     assert held == [rank_parameter_bytes(tiny_args(), 2, 4)] * 2, out
+
+
+def test_pass_times_compare_compute_with_the_all_reduces_on_a_link():
+    from mistral_nb.costs import decode_cost
+    from mistral_nb.parallel import rank_pass_seconds, rank_weights_read_per_token, ring_all_reduce_bytes
+    from mistral_nb.speed.roofline import H100_SXM_BF16 as h100, NVLINK_H100, PCIE5_X16
+
+    m7 = ModelArgs.mistral_7b()
+    one = rank_pass_seconds(m7, 8, 1, h100, NVLINK_H100.bandwidth)
+    assert one["compute"] == pytest.approx(rank_weights_read_per_token(m7, 8) / h100.bandwidth, rel=1e-3)   # memory-bound
+    assert one["all-reduce"] == ring_all_reduce_bytes(65 * 4096 * 2, 8) / 450e9
+    big = rank_pass_seconds(m7, 8, 8192, h100, NVLINK_H100.bandwidth)
+    assert big["compute"] == pytest.approx(decode_cost(m7, batch=8192).flops / 8 / h100.peak_flops)      # compute-bound
+    assert 1 < big["all-reduce"] / big["compute"] < 1.3               # TP = 8 over NVLink: about the compute time
+    pcie = rank_pass_seconds(m7, 8, 8192, h100, PCIE5_X16.bandwidth)
+    assert pcie["all-reduce"] / big["all-reduce"] == pytest.approx(450 / 64)
+    two = rank_pass_seconds(m7, 2, 8192, h100, NVLINK_H100.bandwidth)
+    assert two["all-reduce"] < 0.2 * two["compute"]                   # fewer ranks: more compute per byte sent
+    with pytest.raises(ValueError, match="tokens must be an int >= 1"):
+        rank_pass_seconds(m7, 8, 0, h100, NVLINK_H100.bandwidth)
+    with pytest.raises(ValueError, match="link_bandwidth"):
+        rank_pass_seconds(m7, 8, 1, h100, 0)
+
+
+def _sample_on_ranks(comm, args, seed_per_rank):
+    from mistral_nb.parallel import random_model, shard_model
+
+    tp = shard_model(random_model(args, 0), comm)
+    seed = 7 + comm.rank if seed_per_rank else 7
+    return generate(tp, [[1, 5, 9]], max_new_tokens=12, temperature=1.0, seed=seed)[0]
+
+
+def test_sampling_ranks_agree_only_with_a_shared_seed():
+    from mistral_nb.parallel import launch
+
+    (a, b), _ = launch(_sample_on_ranks, 2, (tiny_args(), False), {}, mode="threads")
+    assert a == b
+    (c, d), _ = launch(_sample_on_ranks, 2, (tiny_args(), True), {}, mode="threads")
+    assert c != d
+
+
+def test_the_cli_shares_one_seed_among_the_ranks(monkeypatch):
+    import torch.distributed as dist
+
+    from mistral_nb.parallel.cli import shared_seed
+
+    assert shared_seed(5) == 5                                        # a given seed is used as it is
+    sent = []
+    monkeypatch.setattr(dist, "broadcast_object_list", lambda box, src: sent.append((list(box), src)))
+    seed = shared_seed(None)
+    assert sent == [([seed], 0)] and 0 <= seed < 2**31              # drawn once, broadcast from rank 0

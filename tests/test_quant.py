@@ -62,7 +62,13 @@ def test_quantize_model_keeps_output_head_and_stays_close():
     assert rel_err(out, ref) < 0.01
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.95
     assert model_nbytes(q) < 0.5 * model_nbytes(model)
-    assert generate(q, [[1, 2, 3], [4]], max_new_tokens=10) == generate(q, [[1, 2, 3], [4]], max_new_tokens=10)
+    prompts = [[1, 2, 3], [4]]
+    out = generate(q, prompts, max_new_tokens=10)
+    assert out == generate(model, prompts, max_new_tokens=10)        # int8 continues as float does here
+    for prompt, new in zip(prompts, out):                              # cached decode == full recomputation
+        with torch.no_grad():
+            full = q(torch.tensor([prompt + new[:-1]]))[0].argmax(-1)
+        assert full[len(prompt) - 1:].tolist() == new
 
 
 @pytest.mark.parametrize("layout", ["mistral", "hf"])
@@ -105,8 +111,8 @@ def test_mistral_7b_int8_is_about_7_5_gb():
 
 def test_unknown_quantize_mode(tmp_path):
     path = save_checkpoint(random_model(tiny_args(n_layers=1)), tmp_path / "c")
-    with pytest.raises(ValueError, match=r"quantize must be one of \(None, 'int8'\), got 'int4'"):
-        load_model(path, quantize="int4")
+    with pytest.raises(ValueError, match=r"quantize must be one of \(None, 'int8', 'int4', .*\), got 'int3'"):
+        load_model(path, quantize="int3")
 
 
 # ---------------------------------------------------------------- the chapter's figures

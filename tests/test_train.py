@@ -224,4 +224,24 @@ def test_query_task_is_scored_at_every_distance_equally():
     model = seeded_model(tiny(task), seed=0)
     res = accuracy_by_distance(model, task, n_sequences=8, seed=0, batch_size=20)
     assert res["distance"] == list(range(1, 10)) and res["count"] == [8] * 9
-    assert all(0.0 <= a <= 1.0 for a in res["accuracy"])
+    for shift, expected in ((0, 1.0), (1, 0.0)):    # a model that names the planted key (shift 0), or the next one
+        oracle = accuracy_by_distance(_KeyOracle(task, shift), task, n_sequences=8, seed=0, batch_size=20)
+        assert oracle["accuracy"] == [expected] * 9 and oracle["count"] == [8] * 9
+
+
+class _KeyOracle(torch.nn.Module):
+    """Logits that put all weight, at every position, on the key planted in the row (shifted by ``shift`` keys)."""
+
+    def __init__(self, task, shift):
+        super().__init__()
+        self.task, self.shift = task, shift
+
+    def forward(self, tokens):
+        t = self.task
+        B, S = tokens.shape
+        is_key = (tokens >= t.n_noise) & (tokens < t.n_noise + t.n_keys)
+        key = torch.where(is_key, tokens, 0).max(-1).values                      # (B,) one key per row
+        named = t.n_noise + (key - t.n_noise + self.shift) % t.n_keys
+        logits = torch.zeros(B, S, t.vocab_size)
+        logits[torch.arange(B)[:, None], torch.arange(S)[None, :], named[:, None]] = 1.0
+        return logits

@@ -171,7 +171,6 @@ def test_mask_colors_are_three():
 
 
 def test_mask_explorer_builds_and_redraws():
-    pytest.importorskip("ipywidgets")
     from mistral_nb.book.widgets import MaskExplorer, mask_explorer
 
     ex = mask_explorer(window=4, seq_len=20, layers=3)
@@ -202,7 +201,6 @@ def test_mask_explorer_builds_and_redraws():
 
 
 def test_mask_explorer_png_is_deterministic():
-    pytest.importorskip("ipywidgets")
     from mistral_nb.book.widgets import mask_explorer
 
     a, b = mask_explorer(window=3, seq_len=12, layers=2), mask_explorer(window=3, seq_len=12, layers=2)

@@ -35,12 +35,16 @@ def test_perplexities_sorted_log_scale_labelled():
     assert ax.get_xscale() == "log"
     assert [t.get_text() for t in ax.get_yticklabels()] == ["uniform", "bigram", "sliding window"]
     assert [t.get_text() for t in ax.texts] == ["32,000.0", "140.0", "90.0"]
+    assert not ax.patches, "no bars on a log axis: a bar's length would mean nothing there"
+    assert list(ax.collections[-1].get_offsets()[:, 0]) == [32000.0, 140.0, 90.0]      # one dot per model
 
 
 def test_loss_by_position_and_context_mark_window_and_reach():
     ax = viz.plot_loss_by_position({"swa": np.linspace(6, 4, 50), "full": np.linspace(6, 3.8, 50)}, window=8, reach=21)
     assert len(ax.lines) == 4 and ax.get_xscale() == "log"
     assert {t.get_text().strip() for t in ax.texts} == {"W = 8", "L(W-1) = 21"}
+    ha = {t.get_text().strip(): t.get_horizontalalignment() for t in ax.texts}
+    assert ha == {"W = 8": "left", "L(W-1) = 21": "right"}        # the reach's label stays inside the axes
     flat = viz.plot_loss_by_position({"swa": np.full(20, 5.0)})
     assert list(flat.lines[0].get_ydata()) == pytest.approx([5.0] * 20)          # smoothing keeps the level and length
     ax2 = viz.plot_loss_by_context([1, 4, 16], {"swa": [6, 5, 4.5]}, window=8)

@@ -69,17 +69,22 @@ def test_memory_bars_stack_the_cache_on_the_weights():
     assert [t.get_text() for t in ax.texts] == [f"{r['total'] / 1e9:.2f}" for r in rows]
 
 
-def test_comm_vs_weights_draws_flat_reads_and_growing_traffic_with_their_crossing():
+def test_tp_times_draw_compute_and_each_links_all_reduces_with_the_crossing():
     tokens = [1, 10, 100, 1000, 10000]
-    read = {2: 7e9, 8: 1.8e9}
-    sent = {2: 5e5, 8: 9e5}
-    ax = viz.plot_comm_vs_weights(tokens, read, sent)
+    times = {2: {"compute": [5e-3] * 5, "fast": [1e-7 * t for t in tokens]},
+             8: {"compute": [1e-4, 1e-4, 1e-4, 1.5e-4, 1.5e-3], "fast": [2e-7 * t for t in tokens],
+                 "slow": [2e-6 * t for t in tokens]}}
+    ax = viz.plot_tp_times(tokens, times)
     lines = ax.get_lines()
-    assert len(lines) == 2 + 2 + 1        # 2 ranks: read, sent; 8 ranks: read, sent, crossing (2 ranks crosses at 14,000)
-    assert list(lines[0].get_ydata()) == [7e9] * 5
-    assert list(lines[1].get_ydata()) == [t * 5e5 for t in tokens]
-    crossing = lines[4]
-    assert crossing.get_xdata()[0] == pytest.approx(1.8e9 / 9e5) and crossing.get_ydata()[0] == 1.8e9
+    labels = [ln.get_label() for ln in lines]
+    assert labels[:2] == ["2 ranks: compute", "2 ranks: all-reduce, fast"]
+    assert list(lines[0].get_ydata()) == [5000.0] * 5                    # microseconds
+    assert list(lines[1].get_ydata()) == pytest.approx([0.1 * t for t in tokens])
+    assert lines[1].get_linestyle() == "--"
+    assert "8 ranks: all-reduce, slow" in labels and lines[labels.index("8 ranks: all-reduce, slow")].get_linestyle() == ":"
+    dots = [ln for ln in lines if ln.get_marker() == "o"]
+    # 2 ranks never cross; 8 ranks: "fast" crosses at 1,000 tokens (0.2 ms > 0.15 ms), "slow" at 100
+    assert sorted(d.get_xdata()[0] for d in dots) == [100, 1000]
     assert ax.get_xscale() == ax.get_yscale() == "log"
 
 

@@ -110,8 +110,49 @@ def test_roofline_places_points_on_the_roof():
     assert dots[1].get_ydata()[0] == H100_SXM_BF16.peak_flops      # prefill is compute-bound
     assert [t.get_text() for t in ax.texts][-3:] == ["decode", "prefill", "measured"]
     assert ax.get_xscale() == ax.get_yscale() == "log"
-    cpu = cpu_machine(recorded("cpu_bandwidth"), recorded("vs_transformers"), recorded("profile_share"))
+    cpu = cpu_machine(recorded("cpu_gemm_peak"))
     assert viz.plot_roofline(cpu, points[:1]).get_title() == cpu.name
+
+
+def test_roofline_draws_more_roofs_and_configurations_that_do_not_fit():
+    from mistral_nb import ModelArgs
+    from mistral_nb.costs import decode_cost, prefill_cost
+    from mistral_nb.speed.roofline import Machine
+
+    m7 = ModelArgs.mistral_7b()
+    fp32, bf16 = Machine("fp32", 1e11, 2e10), Machine("bf16", 3e11, 2e10)
+    prefill = prefill_cost(m7, 128)
+    points = [{"label": "bf16 prefill", "cost": prefill, "roof": bf16, "achieved": 2.5e11},
+              {"label": None, "cost": prefill, "roof": bf16, "achieved": 2e11},
+              {"label": "too big", "cost": decode_cost(m7, batch=8), "fits": False}]
+    ax = viz.plot_roofline(fp32, points, others=[bf16])
+    roofs = [ln for ln in ax.get_lines() if ln.get_label() in ("fp32", "bf16")]
+    assert [(r.get_label(), r.get_linestyle(), max(r.get_ydata())) for r in roofs] == [("fp32", "-", 1e11),
+                                                                                      ("bf16", "--", 3e11)]
+    filled = [ln for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_markerfacecolor() != "white"]
+    assert filled[0].get_ydata()[0] == 3e11                      # on the bf16 roof, above the fp32 one
+    crosses = [ln for ln in ax.get_lines() if ln.get_marker() == "X"]
+    assert len(crosses) == 1 and crosses[0].get_ydata()[0] == fp32.attainable(points[2]["cost"].intensity)
+    assert [t.get_text() for t in ax.texts][-2:] == ["bf16 prefill", "too big"]     # the unlabelled point adds none
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fp32", "bf16"]
+
+
+def test_batch_capacity_marks_the_contexts_where_a_batch_does_not_fit():
+    from mistral_nb import ModelArgs
+    from mistral_nb.costs import sequences_that_fit
+
+    m7 = ModelArgs.mistral_7b()
+    contexts = [512, 1024, 2048, 4096]
+    fits = {"GQA": [sequences_that_fit(m7, 80e9, c) for c in contexts],
+            "MHA": [sequences_that_fit(m7.replace(n_kv_heads=32), 80e9, c) for c in contexts]}
+    ax = viz.plot_batch_capacity(contexts, fits, "80 GB", asked=256)
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert list(lines["GQA"].get_ydata()) == fits["GQA"] and list(lines["MHA"].get_ydata()) == fits["MHA"]
+    short = lines["batch 256 does not fit"]
+    expected = [(c, n) for counts in fits.values() for c, n in zip(contexts, counts) if n < 256]
+    assert list(zip(short.get_xdata(), short.get_ydata())) == expected
+    assert fits["GQA"][-1] < 256 < fits["GQA"][0]                # 976 sequences of 512 tokens, 122 of 4,096
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["512", "1k", "2k", "4k"]
 
 
 def test_flash_tiles_outline_the_visited_tiles():

@@ -228,7 +228,8 @@ def test_failed_save_changes_nothing(model, tmp_path, monkeypatch):
 def test_bad_save_arguments_create_nothing(model, tmp_path):
     from mistral_nb.checkpoint import empty_model
     for kwargs, exc, message in [
-        (dict(layout="gguf"), ValueError, "layout must be 'hf' or 'mistral', got 'gguf'"),
+        (dict(layout="onnx"), ValueError, "layout must be 'hf', 'mistral' or 'gguf', got 'onnx'"),
+        (dict(layout="gguf", dtype=torch.float16), ValueError, "layout='gguf' takes quant=..., not dtype"),
         (dict(dtype="int8"), ValueError, "unsupported dtype 'int8'"),
         (dict(layout="mistral", max_shard_bytes=1000), ValueError,
          "max_shard_bytes applies to the Hugging Face layout"),

@@ -9,7 +9,10 @@ the masks themselves rather than from a formula:
   causal mask banded with ``torch.triu(mask, diagonal=-sliding_window)``: also i - W <= j <= i;
 * ``rolling_decode_mask``: the same file's decode step, which writes position i into slot i mod W of
   a W-slot cache and then attends to the slots: the last W positions, i - W < j <= i;
-* the package's ``masks.sliding_window_mask``: i - W < j <= i, as Hugging Face transformers.
+* the package's ``masks.sliding_window_mask``: i - W < j <= i, as Hugging Face transformers;
+* ``llamacpp_mask``: what llama.cpp attends to when it runs Mistral v0.1 from GGUF (architecture
+  ``llama``), measured rather than read off its source: ``dependence_mask`` perturbs one token at a
+  time in a one-layer model exported to GGUF and records which positions' logits move.
 
 A query that sees W + 1 keys reaches W positions back in one layer, and k x W after k layers; one
 that sees W keys reaches W - 1, and k x (W - 1).
@@ -64,3 +67,52 @@ def reach(mask: torch.Tensor, n_layers: int) -> int:
     if first == 0:
         raise ValueError(f"the reach after {n_layers} layers hits position 0: use a longer mask than {mask.shape[0]}")
     return mask.shape[0] - 1 - first
+
+
+def dependence_mask(logits_fn, tokens: torch.Tensor, vocab_size: int, tol: float = 1e-3) -> torch.Tensor:
+    """Which keys each query of a one-layer model reads, found by experiment: (S, S) bool, True where
+    changing token j changes the logits at position i by more than ``tol``. ``logits_fn``: (B, S) ids ->
+    (B, S, vocab) logits; ``tokens``: (S,) ids. In one layer, position i depends on token j exactly when
+    i attends to j (or j = i)."""
+    seq_len = tokens.shape[0]
+    changed = tokens.repeat(seq_len, 1)                                  # row j: token j replaced
+    idx = torch.arange(seq_len)
+    changed[idx, idx] = (tokens + 1 + vocab_size // 2) % vocab_size
+    logits = logits_fn(torch.cat([tokens[None], changed]))
+    return (logits[1:] - logits[:1]).abs().amax(dim=-1).T > tol         # [i, j]: query i, changed key j
+
+
+def _llamacpp_mask_computed(seq_len: int, window: int, python=None) -> torch.Tensor:
+    import tempfile
+    from pathlib import Path
+
+    from ..checkpoint.gguf import save_gguf
+    from ..checkpoint.llamacpp import llamacpp_logits
+    from ..config import ModelArgs
+    from ..model import Transformer
+
+    args = ModelArgs.tiny(n_layers=1, vocab_size=256, sliding_window=window)
+    torch.manual_seed(0)
+    model = Transformer(args).eval()
+    tokens = torch.randint(3, args.vocab_size, (seq_len,), generator=torch.Generator().manual_seed(1))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_gguf(model, Path(tmp) / "one_layer.gguf", quant="F32", tokenizer=None)
+        return dependence_mask(lambda ids: llamacpp_logits(path, ids, python=python), tokens, args.vocab_size)
+
+
+def llamacpp_mask(seq_len: int = 12, window: int = 3, python=None) -> tuple[torch.Tensor, str]:
+    """(S, S) mask of the keys llama.cpp's Mistral v0.1 path attends to, for a model whose config says
+    ``sliding_window=window``, and how it was obtained: measured now with llama.cpp ('computed', when
+    llama-cpp-python is importable or ``python`` / $LLAMA_CPP_PYTHON names an interpreter that has it),
+    else read from ``benchmarks/results/llamacpp_window.json`` ('recorded', measured the same way)."""
+    from ..checkpoint.llamacpp import llamacpp_available
+
+    if llamacpp_available(python):
+        return _llamacpp_mask_computed(seq_len, window, python), "computed"
+    from .results import load_recorded
+
+    rec = load_recorded("benchmarks/results/llamacpp_window.json")["mask"]
+    if (rec["seq_len"], rec["window"]) != (seq_len, window):
+        raise ValueError(f"the recorded llama.cpp mask is for seq_len {rec['seq_len']}, window {rec['window']}; "
+                         f"({seq_len}, {window}) needs llama-cpp-python (pip install llama-cpp-python)")
+    return torch.tensor(rec["rows"], dtype=torch.bool), "recorded"

@@ -93,6 +93,8 @@ def canonical(x: Any, decimals: Optional[int]) -> Any:
         return [canonical(v, decimals) for v in x]
     if isinstance(x, bool) or x is None:
         return x
+    if isinstance(x, numbers.Integral) and decimals is None:
+        return str(int(x))                      # exactly, however large (float() would overflow)
     if isinstance(x, numbers.Number):
         if isinstance(x, complex) or not math.isfinite(float(x)):
             return repr(x)
@@ -132,10 +134,17 @@ def _candidates(value: Any, decimals: Optional[int]):
 # checking
 
 
-def _verdict(exercise: str, answer: Any) -> tuple[Optional[bool], str]:
+def _spec(exercise: Any):
+    if not isinstance(exercise, str):
+        raise TypeError(f"exercise must be an exercise id such as '05.1' (a str), got {exercise!r}")
     spec = ANSWERS.get(exercise)
     if spec is None:
         raise KeyError(f"no exercise {exercise!r}; known: {', '.join(sorted(ANSWERS))}")
+    return spec
+
+
+def _verdict(exercise: str, answer: Any) -> tuple[Optional[bool], str]:
+    spec = _spec(exercise)
     if answer is None:
         return None, f"{exercise}: no answer yet. Expected {spec.form}."
     if isinstance(spec, Verified):
@@ -144,9 +153,12 @@ def _verdict(exercise: str, answer: Any) -> tuple[Optional[bool], str]:
         except Exception as e:  # the learner's code raised, or the value has the wrong shape
             return False, f"{exercise}: ✗ checking it raised {type(e).__name__}: {e}. Expected {spec.form}."
         return ok, f"{exercise}: ✓ correct" if ok else f"{exercise}: ✗ not yet. Expected {spec.form}."
-    if signature(answer) != spec.signature:
-        return False, f"{exercise}: ✗ expected {spec.form}."
-    ok = any(digest(exercise, c, spec.decimals) == spec.digest for c in _candidates(answer, spec.decimals))
+    try:
+        if signature(answer) != spec.signature:
+            return False, f"{exercise}: ✗ expected {spec.form}."
+        ok = any(digest(exercise, c, spec.decimals) == spec.digest for c in _candidates(answer, spec.decimals))
+    except (TypeError, ValueError, OverflowError) as e:   # a complex number, an int too large for a float...
+        return False, f"{exercise}: ✗ expected {spec.form} (this answer cannot be compared: {type(e).__name__}: {e})."
     if ok:
         return True, f"{exercise}: ✓ correct"
     how = f" (numbers are compared to {spec.decimals} decimals)" if spec.decimals is not None else ""
@@ -166,7 +178,7 @@ def check(exercise: str, answer: Any) -> None:
 
 def form_of(exercise: str) -> str:
     """What the answer to ``exercise`` should look like."""
-    return ANSWERS[exercise].form
+    return _spec(exercise).form
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +215,12 @@ def _verify_space_pieces(pieces) -> bool:
     got = _plain(pieces)
     return isinstance(got, list) and len(got) == 2 and \
         [list(p) for p in got] == [tok.pieces("Hello  world"), tok.pieces("a" + " " * 8 + "b")]
+
+
+def _chapter10():
+    from . import chapter10
+
+    return chapter10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,15 +296,22 @@ ANSWERS: dict[str, Any] = {
                    'the smallest batch size (an integer)'),
     "09.3": Answer("ea490c927c433ee32090b0eaed3d1d3b980938ff933736747ce64d8c7711fe36", "[n,n]",
                    'a pair (bf16 tokens/s, int8 tokens/s), rounded to integers'),
-    "09.4": Answer("980001d90d542a2ae6a8ba33c421ca64ae4069fdd705810a64919e090d1d23aa", "[n,n]",
-                   "a pair (bytes of the score matrix, bytes of the tiled pass's running state)"),
+    "09.4": Answer("56c22648650542dafd6dc6d748fb078ed09fbfc719a81d48200d9b2b025a6fe4", "[n,n]",
+                   "a pair (bytes of the bf16 score matrix, bytes of the bf16 running state with tiles of 128 x 128)"),
+    "09.5": Answer("1f6adff4ed0e65f67cdd5e39323e84edbb4ebc5c597ee2932ea2d5048577df3c", "[n,n]",
+                   "a pair (seconds token by token, seconds in one chunk), each to 2 decimals", 2),
     # 10 int8 and real weights
     "10.1": Answer("df07988ee2fb32f08914e8a860ece4388dcbc5a49f1dac520532fb3290f6d8c8", "[n,n]",
                    'a pair (bytes of the all-int8 model, bytes saved)'),
-    "10.2": Answer("a18d86f1a9e7750d3289f76f8f8eacf98f1ffee984abcba75b195cb18ed78467", "n",
-                   'the row index'),
+    "10.2": Answer("b644e60d64bb43b69f1b337a44f126951ee247df9ef20579137ba0eada125731", "[n,n]",
+                   "a pair (the row index, the largest |weight| of that row divided by the largest |weight| of the "
+                   "whole matrix, to 2 decimals)", 2),
     "10.3": Answer("96aa974dc195b183ba79a98532988e9e008a129a63d1489bfa34b612c4aabe9d", "[s,s,s,s]",
                    "a 4-tuple (L4 dtype, L4 quantize, CPU dtype, CPU quantize), e.g. (torch.float16, None, torch.float32, 'int8')"),
+    "10.4": Verified(lambda fn: _chapter10().verify_q4_0_by_hand(fn),
+                     "your function q4_0_block(x) -> the 18 bytes (a bytes object or a list of ints) of one block of 32 floats"),
+    "10.5": Verified(lambda pair: _chapter10().verify_head_int4_flips(pair),
+                     "a pair (positions whose argmax differs with the head in float, with the head in int4 too)"),
     # 11 trained attention
     "11.1": Answer("89105c636dfa5750f6b4d6bc06a6482fa760c85b94e89ef345d3799af891d26e", "[n,n]",
                    'a pair (reach with W keys per query, reach with W + 1 keys per query)'),
@@ -297,21 +322,43 @@ ANSWERS: dict[str, Any] = {
     "11.4": Answer("40ecaa77562bd986a333bc857fd4da17c6f279fd42133e3ae66773f498a19f0b", "[n,n]",
                    'a pair (tokens reached with L = 1, W = 8; tokens reached with L = 2, W = 4)'),
     # 12 a model trained on English
-    "12.1": Answer("657fa105fbb7c541249bf89b828bfc12c2fb271a10d3b1cc4d13d0050d7d670c", "[n,n]",
+    "12.1": Answer("011aa77e74e8c0f8e15692b6c12c6248426e3acd8510ed788a1470812c447517", "[n,n]",
                    'a pair (reach in tokens, positions out of reach of the first token)'),
-    "12.2": Answer("8af645bac71735eaed4818b9967811e79adf644f56a774801f257fa0fec8e3a8", "n",
-                   'the factor, to 3 decimals', 3),
-    "12.3": Answer("26d16aa48f6573e0d0a7d6108c3c73263b0c24c7934ec8dc2163ba93f433801c", "[n,n]",
-                   'a pair (share in this model, share in Mistral 7B), each to 3 decimals', 3),
+    "12.2": Answer("f585032524758ce8eb8166351a3316797a241ce564a1988dcc70a74761c3a796", "[n,n]",
+                   'a pair (nats to halve the perplexity, the loss needed), each to 3 decimals', 3),
+    "12.3": Answer("a543874b4ee9c47609fd036fb27b9737a056fa8741ec7c1f936687d5bc70fe23", "[n,n]",
+                   'a pair (share in this model, share in Mistral 7B), both tied, each to 3 decimals', 3),
     "12.4": Answer("de64a54ee0dc7489efb65ca0fdcf591184ff1558cffe8a490abebf0ae632b7ff", "[n,n]",
                    'a pair (after ▁United, after ▁the), each to 3 decimals', 3),
+    "12.5": Answer("d875ba8338f9cf314a2a7747ab1341ffc24a61afd4b88aad95876bf549a8b3e7", "[n,n]",
+                   'a pair (held-out loss with W = 8, with W = 32), each to 2 decimals', 2),
     # 13 tensor parallelism
     "13.1": Answer("ad916b4b37da5c6314e077af3994731beaf7c74088ba496c7a163a1b61dbdbfd", "[n,n]",
                    'a pair (bytes held per rank, bytes if split 16 ways)'),
     "13.2": Answer("ed6d97dd0c130544d0dee251ef5795ed19a7da3e6ba2fecbfec820c8efecec30", "[[n,n],n]",
                    "a pair (list of the ranks that share key/value head 0, key/value heads in each rank's cache)"),
-    "13.3": Answer("7e4c8b66e700a246b82ab93bec14763ecf6bb4b8a6b0e745cfab80292f7ca988", "n",
-                   'the number of sequences'),
+    "13.3": Answer("a116bc90cedeb6d5119d7de5e2728723c47329351f419af860e70ab92894827e", "[n,n]",
+                   'a pair (tokens per pass over NVLink, tokens per pass over PCIe 5.0)'),
     "13.4": Answer("d8df285c254c92e84cdbde9c09a243f038d96d2bb411d5dcbce13bea3d33893b", "[n,n]",
                    'a pair (conversations with paged blocks, with rolling buffers)'),
+    "13.5": Answer("ec05f293e241df8bbb1b421c8be4c5aa77fe29025a7aca9db0424e1392b7b013", "[n,n]",
+                   'a pair (positions where the ranks agree with one seed, with a seed per rank)'),
+    # 14 evaluation
+    "14.1": Answer("d416940da96bae98114a6b58cd3e523635f3d46996b1cf0c735fa83560b2d145", "[n,n]",
+                   'a pair (pass@1, pass@10), each to 4 decimals', 4),
+    "14.2": Answer("05936bbca83f9f97a81ae17d1e6e74b00749b3db1e6b6ae4cbea47e138082d65", "n",
+                   'the accuracy, to 3 decimals', 3),
+    "14.3": Answer("768c3b97a2f3a85c457280978077f4d604a644127800a7da789611e58ffc3382", "n",
+                   'the number of items'),
+    "14.4": Answer("0426b6a4b28f525ef0db23781d4449ad0bcdba434389318395f384cedf72fa42", "[n,n,n]",
+                   'the list of continuation token ids'),
+    # 15 from base to instruct
+    "15.1": Answer("29c3c3702e2d81b7ad7be0715e0bf31749fe253c45bf834cc4133f76452b0656", "[n,n]",
+                   'a pair (trained parameters, share of the model to 4 decimals)', 4),
+    "15.2": Answer("507cad3e9d81ea8183f0475b1bbd1a5016b23dd2ef62686e33dbf4441022d524", "[n,n]",
+                   'a pair (loss, loss at the start), each to 4 decimals', 4),
+    "15.3": Answer("cb26fb78162e42ee8230cf63398f44f968fc024409e42d0f4aa42f1871b7739b", "[n,n]",
+                   'a pair (conversations, rows)'),
+    "15.4": Answer("996234cf8931bb2da766fce5d17c2bd49f223505a5ea2d96757d4cedb348c37b", "[n,n]",
+                   'a pair (GB with checkpointing, GB without), each to 2 decimals', 2),
 }

@@ -9,6 +9,10 @@ reads at most ``limit`` bytes. ``parse_json`` then refuses what Python's ``json`
 quietly or fail on obscurely: a key given twice (which value wins?), nesting deep enough to exhaust
 the stack, numbers too long to convert. Every error names the file; the caller picks the exception
 type (``ConfigError``, ``CheckpointError``, ``ValueError``).
+
+What comes over the network gets the same care: ``call_with_deadline`` gives a call that waits on a
+server (the Hub, a raw-file download) a total deadline, which a per-read socket timeout is not: a
+server that accepts and never answers, or trickles a byte every half second, would hold it forever.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
-__all__ = ["describe_kind", "open_regular_file", "read_regular_file", "parse_json", "MAX_JSON_BYTES"]
+__all__ = ["describe_kind", "as_path", "open_regular_file", "read_regular_file", "parse_json", "call_with_deadline",
+           "MAX_JSON_BYTES"]
 
 MAX_JSON_BYTES = 16_000_000   # a 7B config.json is ~1 KB and its sharded index ~25 KB
 
@@ -32,6 +38,17 @@ def describe_kind(mode: int) -> str:
         if test(mode):
             return words
     return "not a regular file"
+
+
+def as_path(path, what: str) -> Path:
+    """``path`` as a Path; TypeError for anything but a str or os.PathLike, ValueError for an empty one
+    (``Path("")`` is the current directory: a checkpoint read from, or written into, the working
+    directory without a word)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a path (str or os.PathLike), got {type(path).__name__}")
+    if not str(path).strip():
+        raise ValueError(f"{what} is empty ({str(path)!r}); give a directory ('.' for the current one)")
+    return Path(path)
 
 
 def open_regular_file(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> BinaryIO:
@@ -107,3 +124,28 @@ def parse_json(data: bytes | str, where: Any, error: type[Exception], problem: s
         raise error(f"{where}: {problem} (not UTF-8 text: {e.reason} at byte {e.start})") from None
     except ValueError as e:                 # JSONDecodeError, and "Exceeds the limit (4300 digits)"
         raise error(f"{where}: {problem} ({e})") from None
+
+
+def call_with_deadline(call: Callable[[], Any], seconds: float, what: str,
+                       stop: threading.Event | None = None) -> Any:
+    """``call()``'s result, or TimeoutError("{what}: no complete answer within {seconds} s") once the
+    deadline passes. The call runs in a daemon thread; when it is late, ``stop`` is set (a call that
+    reads in pieces checks it and ends) and the caller goes on at once. Its exceptions are re-raised."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = call()
+        except BaseException as e:  # handed over to the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name=f"mistral_nb: {what}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        if stop is not None:
+            stop.set()
+        raise TimeoutError(f"{what}: no complete answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -201,16 +201,50 @@ def _hub():
     return huggingface_hub
 
 
+def _check_seconds(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds > 0 (a total deadline), got {value!r}")
+    return float(value)
+
+
+def _snapshot(hub, seconds: float, **kwargs) -> Path:
+    """``hub.snapshot_download(**kwargs)`` within ``seconds`` in all (huggingface_hub's own requests for the
+    file list have no timeout: a Hub that accepts the connection and never answers would hold it forever).
+    When the deadline passes, a copy already in huggingface_hub's cache is used, as it does itself when
+    offline; otherwise TimeoutError. The late call is left to end in its background thread."""
+    from .files import call_with_deadline
+
+    try:
+        from huggingface_hub.constants import ENDPOINT as endpoint      # HF_ENDPOINT, or huggingface.co
+    except ImportError:  # pragma: no cover - a stand-in module in tests
+        endpoint = "the Hugging Face Hub"
+    try:
+        return Path(call_with_deadline(lambda: hub.snapshot_download(**kwargs), seconds,
+                                       f"{kwargs['repo_id']} from {endpoint}"))
+    except TimeoutError as late:
+        try:
+            path = Path(hub.snapshot_download(**kwargs, local_files_only=True))
+        except Exception:
+            raise TimeoutError(f"{late}; nothing of it is in huggingface_hub's cache. Check the connection "
+                               "(and HF_ENDPOINT), or pass a larger timeout") from None
+        print(f"fetch_checkpoint: {late}; using the copy in huggingface_hub's cache", flush=True)
+        return path
+
+
 def fetch_checkpoint(repo_id: str = DEFAULT_REPO, local_dir: Optional[str | Path] = None,
-                     revision: Optional[str] = None, patterns: Optional[list] = None) -> Path:
+                     revision: Optional[str] = None, patterns: Optional[list] = None,
+                     timeout: float = 3600.0) -> Path:
     """Download the files matching ``patterns`` (default: the safetensors checkpoint) and return the directory.
 
-    ``repo_id`` may also be a local checkpoint directory, returned as is. The token comes from the
-    environment through huggingface_hub's own lookup; it is never passed, printed or stored here.
+    ``repo_id`` may also be a local checkpoint directory, returned as is. ``timeout``: seconds for the
+    whole download (each of its two tries); past it, a copy in huggingface_hub's cache is used, or
+    TimeoutError says what did not answer. The token comes from the environment through
+    huggingface_hub's own lookup; it is never passed, printed or stored here.
     """
     local = _local_directory(repo_id)
     if local is not None:
         return local
+    timeout = _check_seconds("fetch_checkpoint: timeout", timeout)
     hub = _hub()
     try:
         from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -218,8 +252,7 @@ def fetch_checkpoint(repo_id: str = DEFAULT_REPO, local_dir: Optional[str | Path
         from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError
 
     def download(allow):
-        return Path(hub.snapshot_download(repo_id=repo_id, revision=revision, local_dir=local_dir,
-                                          allow_patterns=allow))
+        return _snapshot(hub, timeout, repo_id=repo_id, revision=revision, local_dir=local_dir, allow_patterns=allow)
 
     try:
         if patterns is not None:
@@ -250,6 +283,9 @@ def _local_directory(repo_id) -> Optional[Path]:
     directory raises FileNotFoundError here, instead of reaching the Hub as a malformed id."""
     if not isinstance(repo_id, (str, os.PathLike)):
         raise TypeError(f"repo_id must be a Hugging Face repository id or a directory, got {type(repo_id).__name__}")
+    if not str(repo_id).strip():
+        raise ValueError(f"repo_id is empty ({repo_id!r}): pass a Hugging Face repository id such as "
+                         f"{DEFAULT_REPO!r}, or a checkpoint directory ('.' for the current one)")
     path = Path(repo_id).expanduser()
     if path.is_dir():
         return path
@@ -264,7 +300,8 @@ def _local_directory(repo_id) -> Optional[Path]:
 def load_pretrained(repo_id: str = DEFAULT_REPO, device: Optional[str | torch.device] = None, dtype=None,
                     quantize: Optional[str] = "auto", local_dir: Optional[str | Path] = None,
                     revision: Optional[str] = None, progress: Optional[bool] = True,
-                    verbose: bool = True, probe: Callable[..., DeviceInfo] = probe_device) -> Transformer:
+                    verbose: bool = True, probe: Callable[..., DeviceInfo] = probe_device,
+                    timeout: float = 60.0, download_timeout: Optional[float] = None) -> Transformer:
     """Fetch (or open) a checkpoint, choose device/dtype/int8 for this machine, say so, and load it.
 
     repo_id: a Hugging Face repository id or a local checkpoint directory (either layout).
@@ -273,14 +310,27 @@ def load_pretrained(repo_id: str = DEFAULT_REPO, device: Optional[str | torch.de
     supports it (``speed/cpu_pack.py``). quantize: 'auto'
     (int8 when the weights would not fit), None or 'int8'. The choice is printed (``verbose``) and kept as
     ``model.load_choice``. Weights stream tensor by tensor onto the device (see ``load_model``).
+    timeout: seconds the Hub gets to list the repository and send the config; download_timeout: seconds
+    for the weights in all (default: ``timeout`` plus one second per MB of the weights in bfloat16, about
+    4 hours for the 7B: a floor of 1 MB/s). Past a deadline a copy in huggingface_hub's cache is used,
+    or TimeoutError says what did not answer.
     """
+    timeout = _check_seconds("load_pretrained: timeout", timeout)
+    if download_timeout is not None:
+        download_timeout = _check_seconds("load_pretrained: download_timeout", download_timeout)
+    if not callable(probe):
+        raise TypeError(f"load_pretrained: probe must be a function device -> DeviceInfo, got {type(probe).__name__}")
     info = probe(device)
-    config_dir = fetch_checkpoint(repo_id, local_dir, revision, patterns=CONFIG_PATTERNS)
+    if not isinstance(info, DeviceInfo):
+        raise TypeError(f"load_pretrained: probe returned {type(info).__name__}, not a DeviceInfo")
+    config_dir = fetch_checkpoint(repo_id, local_dir, revision, patterns=CONFIG_PATTERNS, timeout=timeout)
     args = read_args_any(config_dir)
     choice = choose_settings(args, info, dtype=dtype, quantize=quantize)      # fails before a big download
     if verbose:
         print(choice.describe(), flush=True)
-    path = fetch_checkpoint(repo_id, local_dir, revision)
+    if download_timeout is None:
+        download_timeout = timeout + estimate_nbytes(args, torch.bfloat16) / 1e6
+    path = fetch_checkpoint(repo_id, local_dir, revision, timeout=download_timeout)
     model = load_model(path, device=choice.device, dtype=choice.dtype, quantize=choice.quantize, progress=progress,
                        pack=choice.pack)
     model.load_choice = choice

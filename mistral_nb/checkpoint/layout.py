@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from ..config import ModelArgs
-from .files import MAX_JSON_BYTES, describe_kind, parse_json, read_regular_file
+from .files import MAX_JSON_BYTES, as_path, describe_kind, parse_json, read_regular_file
 from .safetensors_file import CheckpointError
 from .names import check_layout
 
@@ -63,7 +63,7 @@ def detect_layout(path: str | Path, layout: Optional[str] = None) -> str:
 
     ``layout``: None to detect; 'hf' or 'mistral' to choose one of two checkpoints in one directory.
     """
-    path = Path(path)
+    path = as_path(path, "checkpoint path")
     if layout is not None:
         check_layout(layout)
     if not path.exists():
@@ -107,7 +107,7 @@ def detect_layout(path: str | Path, layout: Optional[str] = None) -> str:
 
 def read_args(path: str | Path, layout: Optional[str] = None) -> ModelArgs:
     """The ModelArgs of a checkpoint directory in either layout."""
-    path = Path(path)
+    path = as_path(path, "checkpoint path")
     layout = detect_layout(path, layout)
     if layout == "hf":
         return ModelArgs.from_hf_config(path / HF_CONFIG)

@@ -6,8 +6,8 @@ checkpoint's real tensors instead of filling memory. ``load_model`` then builds 
 device (no memory), reads each tensor straight into its target device and dtype and assigns it — no
 second copy of the model is ever made. Every tensor is checked for NaN/Inf as it arrives (in chunks,
 so the check needs no copy of the tensor), and again after a conversion that could overflow (bfloat16
-values beyond float16's range). With ``quantize="int8"`` each linear weight is quantized as soon as it
-arrives on the device, so the full-precision model never exists there either.
+values beyond float16's range). With ``quantize="int8"`` (or an int4 mode) each linear weight is quantized
+as soon as it arrives on the device, so the full-precision model never exists there either.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from ..model import Transformer
 from ..rope import hf_to_mistral_qk
 from ..speed.cpu_pack import PackedLinear, check_pack, pack_model
 from ..speed.formats import LinearFormat
+from ..speed.int4 import INT4_MODES, quantize_model_int4
 from ..speed.int8 import quantize_model
-from .files import open_regular_file
+from .files import as_path, open_regular_file
 from .safetensors_file import CheckpointError, TensorInfo, read_header, read_tensor
 from .layout import HF_INDEX, weight_files_and_map, detect_layout, read_args
 from .names import (TENSORS_OUTSIDE_LAYERS, TENSORS_PER_LAYER, is_q_or_k, expected_shapes, hf_to_mistral_name,
@@ -34,7 +35,7 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
                "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
-QUANTIZE_MODES = (None, "int8")
+QUANTIZE_MODES = (None, "int8", *INT4_MODES)
 FINITE_CHECK_ELEMENTS = 1 << 22     # elements per chunk of the NaN/Inf check (4 MB of temporaries)
 
 
@@ -146,7 +147,7 @@ def plan_checkpoint(path: str | Path, args: Optional[ModelArgs] = None,
     tensor for a missing, unexpected or wrongly shaped tensor, before any weight is read and before
     any model is built. ``layout`` chooses between two checkpoints in one directory (see detect_layout).
     """
-    path = Path(path)
+    path = as_path(path, "checkpoint path")
     layout = detect_layout(path, layout)
     args = args or read_args(path, layout)
     files, weight_map = weight_files_and_map(path, layout)
@@ -250,9 +251,11 @@ def check_load_options(device, dtype, quantize, pack) -> tuple[torch.dtype, torc
 
 
 def prepare_formats(model: nn.Module, quantize: Optional[str], pack: bool) -> nn.Module:
-    """Give the (meta) model the linear layers the weights will be loaded into: int8, packed or float."""
+    """Give the (meta) model the linear layers the weights will be loaded into: int8, int4, packed or float."""
     if quantize == "int8":
         quantize_model(model)
+    elif quantize in INT4_MODES:
+        quantize_model_int4(model, *INT4_MODES[quantize])
     if pack:
         pack_model(model)
     return model
@@ -268,7 +271,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     layout) and assigned, one at a time: peak memory is the model plus one tensor.
     ``dtype``: float32 / float16 / bfloat16 / float64 (or their names).
     ``quantize``: None, or ``"int8"`` to store the blocks' linear weights as int8 with one scale per
-    output channel (see ``speed/int8.py``); each weight is quantized on ``device`` as soon as it arrives.
+    output channel (see ``speed/int8.py``), or ``"int4"``, ``"int4_zp"``, ``"int4_g128"``, ``"int4_g128_zp"``
+    for group-wise int4 (groups of 32 or 128, symmetric or with zero points: ``speed/int4.py``); each
+    weight is quantized on ``device`` as soon as it arrives.
     ``progress``: tqdm bar per tensor, showing the shard being read (default: checkpoints over 1 GB).
     ``layout``: None (detect), or 'hf' / 'mistral' to choose when a directory holds both.
     ``pack``: on a CPU in bfloat16, store every linear weight packed for oneDNN's matrix kernel

@@ -111,6 +111,9 @@ def _tensor_info(path: Path, name: str, entry, data_start: int, data_size: int) 
         raise bad(f"shape must be a list of integers, got {shape!r:.80}")
     if any(d < 0 for d in shape):
         raise CheckpointError(f"{path}: tensor {name!r} has a negative dimension in its shape {tuple(shape)}")
+    if any(d >= 2 ** 63 for d in shape):      # even with a 0 beside it (no bytes), no tensor can have it
+        raise CheckpointError(f"{path}: tensor {name!r} has a dimension of 2**63 or more in its shape "
+                              f"{tuple(shape)}: no tensor can be that long")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
         raise bad(f"data_offsets must be a list of two integers [start, end], got {offsets!r:.80}")
     start, end = offsets

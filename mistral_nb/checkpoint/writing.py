@@ -27,7 +27,7 @@ import torch
 
 from ..config import ModelArgs
 from ..speed.formats import LinearFormat
-from .files import describe_kind
+from .files import as_path, describe_kind
 from .layout import HF_CONFIG, HF_INDEX, HF_WEIGHTS, MISTRAL_CONFIG, MISTRAL_WEIGHTS, checkpoint_files_in
 from .loading import iter_checkpoint, plan_checkpoint, resolve_dtype
 from .names import check_layout, expected_shapes, state_dict_for_layout
@@ -41,12 +41,11 @@ def _model_state(model, dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]
     expected = expected_shapes(args)
     formats = {name: m for name, m in model.named_modules() if isinstance(m, LinearFormat)}
     state = {}
-    for name, t in model.state_dict().items():
-        module, _, leaf = name.rpartition(".")
-        if module in formats:
-            if leaf != "weight":
-                continue                                     # e.g. int8 scales: folded into the weight
-            t = formats[module].float_weight(dtype)
+    float_weights = {f"{module}.weight": layer for module, layer in formats.items()}
+    plain = [(n, t) for n, t in model.state_dict().items() if n.rpartition(".")[0] not in formats]
+    for name, t in plain + list(float_weights.items()):      # a format's own tensors (int8 scales, int4
+        if name in float_weights:                            # nibbles) become the one float matrix
+            t = t.float_weight(dtype)
         elif dtype is not None:
             t = t.to(dtype)
         if t.is_meta:
@@ -147,15 +146,26 @@ def _write_atomically(path: Path, write: Callable[[Path], list]) -> Path:
 
 
 def save_checkpoint(model, path: str | Path, layout: str = "mistral", dtype: Optional[torch.dtype] = None,
-                    max_shard_bytes: Optional[int] = None) -> Path:
-    """Write ``model`` as a checkpoint directory in ``layout`` ('mistral' or 'hf', optionally sharded).
+                    max_shard_bytes: Optional[int] = None, quant: Optional[str] = None) -> Path:
+    """Write ``model`` as a checkpoint directory in ``layout`` ('mistral' or 'hf', optionally sharded),
+    or, with ``layout='gguf'``, as the GGUF file ``path`` for llama.cpp (``quant``: 'F32', 'F16'
+    (default), 'BF16', 'Q8_0', 'Q4_0'; see ``checkpoint/gguf.py``, whose ``save_gguf`` has more options).
 
     ``dtype``: convert on the way (default: as the model holds them). ``max_shard_bytes``: split the
     Hugging Face layout into shards of at most this size (one tensor may exceed it), with an index.
-    Replaces any checkpoint already at ``path`` atomically (see the module docstring); an int8 model
-    is saved dequantized. Raises ValueError / TypeError for bad arguments before anything is written.
+    Replaces any checkpoint already at ``path`` atomically (see the module docstring); an int8 or int4
+    model is saved dequantized. Raises ValueError / TypeError for bad arguments before anything is written.
     """
-    layout = check_layout(layout)
+    if layout == "gguf":
+        from .gguf import save_gguf
+
+        if dtype is not None or max_shard_bytes is not None:
+            raise ValueError("layout='gguf' takes quant=..., not dtype or max_shard_bytes")
+        return save_gguf(model, path, quant=quant or "F16")
+    if quant is not None:
+        raise ValueError(f"quant applies to layout='gguf' only (got layout={layout!r}, quant={quant!r})")
+    if not isinstance(layout, str) or layout not in ("hf", "mistral"):
+        raise ValueError(f"layout must be 'hf', 'mistral' or 'gguf', got {layout!r}")
     dtype = resolve_dtype(dtype) if dtype is not None else None
     if max_shard_bytes is not None:
         if isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
@@ -163,7 +173,7 @@ def save_checkpoint(model, path: str | Path, layout: str = "mistral", dtype: Opt
         if layout != "hf":
             raise ValueError("max_shard_bytes applies to the Hugging Face layout (layout='hf'); Mistral's layout "
                              "is one consolidated.safetensors")
-    path = Path(path)
+    path = as_path(path, "save_checkpoint: path")
     _check_target(path)
     tensors = state_dict_for_layout(_model_state(model, dtype), model.args, layout)
     extra = {"torch_dtype": str(next(iter(tensors.values())).dtype).removeprefix("torch.")} if layout == "hf" else None

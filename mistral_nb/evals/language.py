@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..training.checks import as_count, check_id_tensor, check_ignore_ids
 from ..training.loop import next_token_loss
 
 __all__ = ["per_token_losses", "mean_loss", "loss_by_position", "loss_by_context", "cached_logits"]
@@ -26,10 +27,24 @@ __all__ = ["per_token_losses", "mean_loss", "loss_by_position", "loss_by_context
 def per_token_losses(model, windows: torch.Tensor, ignore_ids: tuple = (), batch_size: int = 8):
     """(n, S + 1) windows -> per-target losses (n, S) float32 and a bool mask (n, S) of the scored ones."""
     model.eval()
-    return _per_token(model, windows, ignore_ids, batch_size)
+    return _per_token("per_token_losses", model, windows, ignore_ids, batch_size)
 
 
-def _per_token(model, windows: torch.Tensor, ignore_ids: tuple, batch_size: int):
+def _check_windows(where: str, model, windows, ignore_ids, batch_size) -> tuple[tuple, int]:
+    """Windows (n, S + 1) of ids inside the model's vocabulary, ignore_ids a tuple of ints, batch_size >= 1."""
+    args = getattr(model, "args", None)
+    check_id_tensor(where, "windows", windows, getattr(args, "vocab_size", None), dims=(2,), min_len=2)
+    return check_ignore_ids(where, ignore_ids), as_count(where, "batch_size", batch_size)
+
+
+def _scored_mean(where: str, loss: torch.Tensor, keep: torch.Tensor) -> float:
+    if not bool(keep.any()):
+        raise ValueError(f"{where}: no target is scored: every one is in ignore_ids")
+    return float(loss[keep].double().mean())
+
+
+def _per_token(where: str, model, windows: torch.Tensor, ignore_ids: tuple, batch_size: int):
+    ignore_ids, batch_size = _check_windows(where, model, windows, ignore_ids, batch_size)
     losses, scored = [], []
     for i in range(0, len(windows), batch_size):
         w = windows[i:i + batch_size]
@@ -45,16 +60,21 @@ def _per_token(model, windows: torch.Tensor, ignore_ids: tuple, batch_size: int)
 def mean_loss(model, windows: torch.Tensor, ignore_ids: tuple = (), batch_size: int = 8) -> float:
     """Mean loss (nats) over every scored target of (n, S + 1) windows."""
     model.eval()
-    loss, keep = _per_token(model, windows, ignore_ids, batch_size)
-    return float(loss[keep].double().mean())
+    loss, keep = _per_token("mean_loss", model, windows, ignore_ids, batch_size)
+    return _scored_mean("mean_loss", loss, keep)
 
 
 @torch.no_grad()
 def loss_by_position(model, windows: torch.Tensor, ignore_ids: tuple = (), batch_size: int = 8) -> torch.Tensor:
-    """(S,) mean loss at each position of the window (position i predicts window[:, i + 1] from i + 1 tokens)."""
+    """(S,) mean loss at each position of the window (position i predicts window[:, i + 1] from i + 1 tokens).
+    Every position needs at least one scored target (otherwise its mean would be a made-up 0)."""
     model.eval()
-    loss, keep = _per_token(model, windows, ignore_ids, batch_size)
-    return (loss * keep).double().sum(0) / keep.sum(0).clamp(min=1)
+    loss, keep = _per_token("loss_by_position", model, windows, ignore_ids, batch_size)
+    empty = (~keep.any(0)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"loss_by_position: no target is scored at position(s) {empty[:10]}: every window's "
+                         "target there is in ignore_ids; pass more windows")
+    return (loss * keep).double().sum(0) / keep.sum(0)
 
 
 @torch.no_grad()
@@ -67,16 +87,21 @@ def loss_by_context(model, windows: torch.Tensor, contexts: Sequence[int], n_tar
     c + n_targets - 1. windows: (n, S + 1) with S >= max(contexts) + n_targets - 1.
     """
     model.eval()
+    where = "loss_by_context"
+    _check_windows(where, model, windows, ignore_ids, batch_size)
     S = windows.shape[1] - 1
+    n_targets = as_count(where, "n_targets", n_targets)
+    if isinstance(contexts, (str, bytes)) or not hasattr(contexts, "__iter__"):
+        raise TypeError(f"{where}: contexts must be a sequence of context lengths, got {contexts!r}")
     out = []
-    for c in contexts:
-        if c < 1 or c + n_targets - 1 > S:
-            raise ValueError(f"context {c} with {n_targets} targets does not fit windows of {S} inputs")
+    for c in [as_count(where, "each of contexts", c) for c in contexts]:
+        if c + n_targets - 1 > S:
+            raise ValueError(f"{where}: context {c} with {n_targets} targets does not fit windows of {S} inputs")
         start = S - n_targets - c + 1                   # first input token kept
         w = windows[:, start:]                          # (n, c + n_targets)
-        loss, keep = _per_token(model, w, ignore_ids, batch_size)
+        loss, keep = _per_token(where, model, w, ignore_ids, batch_size)
         loss, keep = loss[:, c - 1:], keep[:, c - 1:]   # the n_targets scored predictions
-        out.append(float(loss[keep].double().mean()))
+        out.append(_scored_mean(where, loss, keep))
     return out
 
 
@@ -92,6 +117,8 @@ def cached_logits(model, ids: torch.Tensor, prompt_len: int, window: Optional[in
     from ..generate import prefill
 
     model.eval()
+    check_id_tensor("cached_logits", "ids", ids, model.args.vocab_size, dims=(1,))
+    prompt_len = as_count("cached_logits", "prompt_len", prompt_len, 1, len(ids))
     cache = RollingBufferCache.for_model(model, 1, window=window)
     tokens = ids[None, :prompt_len]
     out = [prefill(model, tokens, torch.arange(prompt_len)[None], cache)]       # (1, V)

@@ -21,21 +21,26 @@ import math
 
 import torch
 
+from ..training.checks import as_count, as_real, check_id_tensor, check_ignore_ids
+
 __all__ = ["uniform_loss", "UnigramLM", "BigramLM"]
 
 
 def uniform_loss(vocab_size: int) -> float:
     """Cross-entropy of the uniform guess: ln V nats (10.37 for Mistral's 32,000 ids)."""
-    return math.log(vocab_size)
+    return math.log(as_count("uniform_loss", "vocab_size", vocab_size))
 
 
-def _pairs(ids: torch.Tensor, ignore_ids: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    if ids.dim() != 1 or ids.numel() < 2:
-        raise ValueError(f"ids must be a 1-D tensor of at least 2 token ids, got shape {tuple(ids.shape)}")
+def _pairs(where: str, ids: torch.Tensor, vocab_size: int, ignore_ids: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """(previous id, target id) of every scored target ids[1:]; the ids must lie in [0, vocab_size)
+    (one beyond it would be counted as another id, or fall off the tables)."""
+    ids = check_id_tensor(where, "ids", ids, vocab_size, dims=(1,), min_len=2)
     prev, nxt = ids[:-1].long(), ids[1:].long()
     keep = torch.ones_like(nxt, dtype=torch.bool)
     for i in ignore_ids:
         keep &= nxt != i
+    if not bool(keep.any()):
+        raise ValueError(f"{where}: every target of ids is one of ignore_ids {ignore_ids}: no target is left")
     return prev[keep], nxt[keep]
 
 
@@ -43,11 +48,12 @@ class UnigramLM:
     """p(b) = (c(b) + 1) / (N + V) over the scored targets of the training ids."""
 
     def __init__(self, vocab_size: int, ignore_ids: tuple = ()):
-        self.vocab_size, self.ignore_ids = vocab_size, tuple(ignore_ids)
-        self.counts = torch.zeros(vocab_size, dtype=torch.float64)
+        self.vocab_size = as_count("UnigramLM", "vocab_size", vocab_size)
+        self.ignore_ids = check_ignore_ids("UnigramLM", ignore_ids)
+        self.counts = torch.zeros(self.vocab_size, dtype=torch.float64)
 
     def fit(self, ids: torch.Tensor) -> "UnigramLM":
-        _, nxt = _pairs(ids, self.ignore_ids)
+        _, nxt = _pairs("UnigramLM.fit", ids, self.vocab_size, self.ignore_ids)
         self.counts = torch.bincount(nxt, minlength=self.vocab_size).double()
         return self
 
@@ -57,7 +63,7 @@ class UnigramLM:
 
     def loss(self, ids: torch.Tensor) -> float:
         """Mean -ln p(target) over the scored targets ids[1:]."""
-        _, nxt = _pairs(ids, self.ignore_ids)
+        _, nxt = _pairs("UnigramLM.loss", ids, self.vocab_size, self.ignore_ids)
         return float(-self.probs().log()[nxt].mean())
 
 
@@ -65,13 +71,14 @@ class BigramLM:
     """Interpolated Kneser-Ney bigram model (see the module docstring)."""
 
     def __init__(self, vocab_size: int, discount: float = 0.75, ignore_ids: tuple = ()):
-        if not 0 < discount < 1:
-            raise ValueError(f"discount must be in (0, 1), got {discount}")
-        self.vocab_size, self.discount, self.ignore_ids = vocab_size, discount, tuple(ignore_ids)
+        self.vocab_size = as_count("BigramLM", "vocab_size", vocab_size)
+        self.discount = as_real("BigramLM", "discount", discount, "a number in (0, 1)", lambda d: 0 < d < 1)
+        self.ignore_ids = check_ignore_ids("BigramLM", ignore_ids)
+        self.keys = None
 
     def fit(self, ids: torch.Tensor) -> "BigramLM":
         V = self.vocab_size
-        prev, nxt = _pairs(ids, self.ignore_ids)
+        prev, nxt = _pairs("BigramLM.fit", ids, V, self.ignore_ids)
         keys, counts = torch.unique(prev * V + nxt, return_counts=True)           # sorted pair keys
         self.keys, self.pair_counts = keys, counts.double()
         a, b = keys // V, keys % V
@@ -83,7 +90,9 @@ class BigramLM:
         self.p_cont = (left - D).clamp(min=0) / total + D * seen / total / V      # (V,)
         return self
 
-    def _p(self, prev: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+    def _p(self, where: str, prev: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+        if self.keys is None:
+            raise ValueError(f"{where}: the model has not been fitted yet: call fit(ids) first")
         V, D = self.vocab_size, self.discount
         key = prev * V + nxt
         idx = torch.searchsorted(self.keys, key).clamp(max=len(self.keys) - 1)
@@ -96,10 +105,11 @@ class BigramLM:
 
     def probs(self, prev: int) -> torch.Tensor:
         """(V,) float64: p(. | prev)."""
+        prev = as_count("BigramLM.probs", "prev", prev, 0, self.vocab_size - 1)
         nxt = torch.arange(self.vocab_size)
-        return self._p(torch.full_like(nxt, prev), nxt)
+        return self._p("BigramLM.probs", torch.full_like(nxt, prev), nxt)
 
     def loss(self, ids: torch.Tensor) -> float:
         """Mean -ln p(ids[t] | ids[t-1]) over the scored targets."""
-        prev, nxt = _pairs(ids, self.ignore_ids)
-        return float(-self._p(prev, nxt).log().mean())
+        prev, nxt = _pairs("BigramLM.loss", ids, self.vocab_size, self.ignore_ids)
+        return float(-self._p("BigramLM.loss", prev, nxt).log().mean())

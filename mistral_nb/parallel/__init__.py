@@ -11,7 +11,7 @@ Every rank holds a slice of every block and all ranks work on every token togeth
 * ``dtensor``   — the same split with PyTorch's DTensor ``parallelize_module``, as a cross-check;
 * ``launcher``  — ``launch``: n CPU processes over gloo (threads where processes cannot run);
 * ``check``     — the parity check against the single-process model;
-* ``sizes``     — bytes per rank and per token, from the configuration;
+* ``sizes``     — bytes per rank and per token, and the time of a rank's pass against its all-reduces;
 * ``cli``       — ``torchrun ... -m mistral_nb.parallel`` for GPUs (NCCL).
 """
 
@@ -24,10 +24,10 @@ from .layers import ParallelAttention, ParallelFeedForward, TensorParallelTransf
 from .loading import load_tensor_parallel, shard_model
 from .partition import Partition, check_degree, valid_degrees
 from .sizes import (comm_bytes_per_token, memory_per_rank, rank_kv_cache_bytes, rank_parameter_bytes,
-                    rank_weights_read_per_token, ring_all_reduce_bytes)
+                    rank_pass_seconds, rank_weights_read_per_token, ring_all_reduce_bytes)
 
 __all__ = ["Partition", "check_degree", "valid_degrees", "Comm", "SingleComm", "DistComm", "ThreadComm",
            "ParallelAttention", "ParallelFeedForward", "VocabParallelEmbedding", "TensorParallelTransformer",
            "shard_model", "load_tensor_parallel", "dtensor_plan", "parallelize_with_dtensor", "count_collectives",
            "launch", "run_all", "check_parity", "random_model", "comm_bytes_per_token", "ring_all_reduce_bytes",
-           "rank_parameter_bytes", "rank_kv_cache_bytes", "rank_weights_read_per_token", "memory_per_rank", "main"]
+           "rank_parameter_bytes", "rank_kv_cache_bytes", "rank_weights_read_per_token", "rank_pass_seconds", "memory_per_rank", "main"]

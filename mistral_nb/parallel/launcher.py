@@ -173,6 +173,7 @@ def launch(fn: Callable, world: int, args: Sequence = (), kwargs: Optional[dict]
         raise ValueError(f"mode must be 'auto', 'processes' or 'threads', got {mode!r}")
     if isinstance(world, bool) or not isinstance(world, int) or world < 1:
         raise ValueError(f"world must be an int >= 1, got {world!r}")
+    _check_launch_args(fn, args, kwargs, timeout)
     kwargs = kwargs or {}
     if mode != "threads":
         problem = _unpicklable(fn, args, kwargs)
@@ -185,6 +186,17 @@ def launch(fn: Callable, world: int, args: Sequence = (), kwargs: Optional[dict]
                 if mode == "processes":
                     raise
     return _run_threads(fn, world, args, kwargs, timeout), "threads"
+
+
+def _check_launch_args(fn, args, kwargs, timeout) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn must be a function fn(comm, *args, **kwargs), got {type(fn).__name__}")
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"args must be a tuple of fn's arguments after comm, got {type(args).__name__}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"kwargs must be a dict or None, got {type(kwargs).__name__}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
 
 
 def _unpicklable(fn, args, kwargs) -> Optional[str]:

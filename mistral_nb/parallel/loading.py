@@ -27,6 +27,10 @@ from .layers import TensorParallelTransformer
 
 def empty_rank_model(args: ModelArgs, comm: Comm) -> TensorParallelTransformer:
     """This rank's ``TensorParallelTransformer`` on the meta device (shapes, no storage)."""
+    if not isinstance(args, ModelArgs):
+        raise TypeError(f"expected the ModelArgs of the whole model, got {type(args).__name__}")
+    if not isinstance(comm, Comm):
+        raise TypeError(f"comm must be a Comm (the rank's ThreadComm, DistComm or SingleComm), got {type(comm).__name__}")
     with torch.device("meta"):
         return TensorParallelTransformer(args, comm)
 
@@ -44,6 +48,8 @@ def shard_model(model: Transformer, comm: Comm) -> TensorParallelTransformer:
 
     Convenient for small models; for real checkpoints use ``load_tensor_parallel``, which never
     holds more than the rank's share."""
+    if not isinstance(model, Transformer) or isinstance(model, TensorParallelTransformer):
+        raise TypeError(f"shard_model expects a whole Transformer, got {type(model).__name__}")
     tp = empty_rank_model(model.args, comm)
     part = tp.partition
     return fill_rank(tp, ((name, part.take(name, full, comm.rank).clone()) for name, full in model.state_dict().items()))

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..checkpoint.names import expected_shapes
 from ..config import ModelArgs
-from ..costs import kv_cache_bytes
+from ..costs import Cost, decode_cost, kv_cache_bytes, weights_read_per_token
 from .partition import Partition, check_degree, slice_numel
 
 
@@ -79,3 +79,24 @@ def memory_per_rank(args: ModelArgs, worlds: Sequence[int], seq_len: Optional[in
                      "weights read per token": rank_weights_read_per_token(args, n, bytes_per_value),
                      "all-reduce per token": comm_bytes_per_token(args, n, bytes_per_value)["all-reduce"]})
     return rows
+
+
+def rank_pass_seconds(args: ModelArgs, world: int, tokens: int, machine, link_bandwidth: float,
+                      bytes_per_value: int = 2) -> Dict[str, float]:
+    """Least times of one forward pass over ``tokens`` tokens (a batch of that many sequences decoding
+    one token each, with an empty cache) on one rank of ``world``: ``"compute"`` on ``machine``'s
+    roofline (a ``speed.roofline.Machine``; the rank does 1/world of the FLOPs and reads its own
+    weights, ``rank_weights_read_per_token``, plus 1/world of the rest), and ``"all-reduce"``, the
+    ring all-reduces of ``2 L + 1`` vectors per token over a link of ``link_bandwidth`` bytes/s per
+    direction. Both are lower bounds: a collective also has a start-up latency, which this leaves out,
+    and so is the logits' all-gather (V/n values of one position per sequence)."""
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+        raise ValueError(f"tokens must be an int >= 1, got {tokens!r}")
+    if not link_bandwidth > 0:
+        raise ValueError(f"link_bandwidth must be > 0 bytes/s, got {link_bandwidth!r}")
+    whole = decode_cost(args, batch=tokens, bytes_per_value=bytes_per_value)
+    rest = whole.bytes - weights_read_per_token(args, bytes_per_value)       # embedding rows, cache writes
+    rank = Cost(whole.flops / world, rank_weights_read_per_token(args, world, bytes_per_value) + rest / world, tokens)
+    payload = comm_bytes_per_token(args, world, bytes_per_value)["all-reduce"]
+    return {"compute": rank.seconds(machine),
+            "all-reduce": tokens * ring_all_reduce_bytes(payload, world) / link_bandwidth}

@@ -66,6 +66,8 @@ class PackedLinear(LinearFormat):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "PackedLinear":
         """The same layer, packed (on the meta device: only the structure, to be filled by ``set_weight``)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"PackedLinear.from_linear expects an nn.Linear, got {type(linear).__name__}")
         if linear.bias is not None:
             raise ValueError("PackedLinear has no bias; Mistral's linear layers have none")
         layer = cls(linear.in_features, linear.out_features, device="meta")

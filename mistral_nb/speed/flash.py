@@ -59,6 +59,15 @@ def visited_tiles(seq_len: int, window: Optional[int], block_q: int, block_k: in
     return tiles
 
 
+def _check_flash_args(q, k, v, block_q, block_k) -> None:
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in (q, k, v)):
+        got = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (q, k, v)]
+        raise ValueError(f"flash_attention expects q (B, H, S, D) and k, v (B, K, S, D) tensors, got {got}")
+    for name, b in (("block_q", block_q), ("block_k", block_k)):
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ValueError(f"flash_attention: {name} must be an int >= 1, got {b!r}")
+
+
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Optional[int] = None,
                     causal: bool = True, block_q: int = 64, block_k: int = 64) -> torch.Tensor:
     """Attention of a whole sequence, one tile of keys at a time, never forming the (S, S) matrix.
@@ -68,6 +77,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: O
     i - j < ``window`` (None: no window) — the package's mask. Returns (B, H, S, D) in q's dtype;
     scores, running statistics and the accumulator are float32.
     """
+    _check_flash_args(q, k, v, block_q, block_k)
     B, H, S, D = q.shape
     Kh = k.shape[1]
     if H % Kh or k.shape[2] != S or v.shape != k.shape:

@@ -67,6 +67,10 @@ def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module], sk
 
     Only layers whose type is exactly ``nn.Linear`` are converted; a subclass of it raises TypeError
     naming the layer (its forward may do more than ``x @ W.T``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a model (an nn.Module) whose linear layers to convert, got {type(model).__name__}")
+    if not callable(make):
+        raise TypeError(f"make must be a function nn.Linear -> layer, got {type(make).__name__}")
     skip = check_skip(skip)
     targets = []
     for name, mod in model.named_modules():
@@ -80,9 +84,12 @@ def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module], sk
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         try:
-            setattr(parent, leaf, make(linear))
+            new = make(linear)
         except ValueError as e:
             raise ValueError(f"{name}.weight: {e}") from None
+        if not isinstance(new, nn.Module):
+            raise TypeError(f"{name}: make returned {type(new).__name__!r}, not a layer (an nn.Module)")
+        setattr(parent, leaf, new)
     return model
 
 
@@ -96,6 +103,8 @@ def linear_weight(module: nn.Module, dtype: Optional[torch.dtype] = None) -> tor
 
 def formats_in(model: nn.Module) -> dict:
     """{format name: number of layers} of the model's linear layers ('float' for ``nn.Linear``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"formats_in expects a model (an nn.Module), got {type(model).__name__}")
     counts: dict = {}
     for mod in model.modules():
         if isinstance(mod, LinearFormat) or type(mod) is nn.Linear:

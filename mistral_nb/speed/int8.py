@@ -107,6 +107,9 @@ class Int8Linear(LinearFormat):
     @classmethod
     def from_weight(cls, weight: torch.Tensor, dtype: Optional[torch.dtype] = None) -> "Int8Linear":
         """Quantize a (out, in) weight; ``dtype`` of the scales (default: the weight's dtype)."""
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise ValueError(f"Int8Linear.from_weight expects a 2-D weight (out, in), got "
+                             f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__}")
         dtype = dtype or weight.dtype
         layer = cls(weight.shape[1], weight.shape[0], device="meta", dtype=dtype)
         layer.set_weight(weight, dtype)
@@ -115,6 +118,8 @@ class Int8Linear(LinearFormat):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
         """Quantize an ``nn.Linear`` (no bias). A linear on the meta device gives an empty int8 layer on meta."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"Int8Linear.from_linear expects an nn.Linear, got {type(linear).__name__}")
         if linear.bias is not None:
             raise ValueError("Int8Linear has no bias; Mistral's linear layers have none")
         if linear.weight.is_meta:
@@ -175,13 +180,20 @@ class CastScratch:
     def __init__(self):
         self.buffers: dict = {}
 
+    def empty(self, shape, dtype: torch.dtype) -> torch.Tensor:
+        """A tensor of ``shape`` and ``dtype`` in this scratch (uninitialised). Valid until the next call."""
+        numel = 1
+        for size in shape:
+            numel *= size
+        buf = self.buffers.get(dtype)
+        if buf is None or buf.numel() < numel:
+            with torch.inference_mode(False):
+                buf = self.buffers[dtype] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(*shape)
+
     def cast(self, q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``q`` cast to ``dtype``, written into this scratch. Valid until the next ``cast``."""
-        buf = self.buffers.get(dtype)
-        if buf is None or buf.numel() < q.numel():
-            with torch.inference_mode(False):
-                buf = self.buffers[dtype] = torch.empty(q.numel(), dtype=dtype)
-        return buf[:q.numel()].view(q.shape).copy_(q)
+        return self.empty(q.shape, dtype).copy_(q)
 
     def __deepcopy__(self, memo):
         return CastScratch()                      # a copy of a model gets its own (empty) scratch
@@ -195,6 +207,8 @@ def cast_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     autograd can keep for the backward pass and a GPU's caching allocator serves without new pages
     (``torch.compile`` fuses it into the matmul).
     """
+    if not x.is_floating_point():
+        raise TypeError(f"an int8 layer multiplies floating-point activations, got {x.dtype}")
     use_scratch = scratch is not None and x.device.type == "cpu" and not x.requires_grad
     w = scratch.cast(q, x.dtype) if use_scratch else q.to(x.dtype)
     return F.linear(x, w) * scale.to(x.dtype)

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ModelArgs
-from ..costs import matmul_params
-
 
 @dataclass(frozen=True)
 class Machine:
@@ -39,25 +36,40 @@ H100_SXM_BF16 = Machine("H100 SXM, bf16", 1979e12 / 2, 3.35e12,
                         "NVIDIA H100 datasheet: 1,979 TFLOPS bf16 with sparsity (989.5 dense), 3.35 TB/s")
 
 
-def cpu_machine(bandwidth: dict, vs_transformers: dict, profile: dict) -> Machine:
-    """This project's CPU as recorded by ``benchmarks/``, in float32.
+@dataclass(frozen=True)
+class Link:
+    """A link between two devices: ``bandwidth`` in bytes/s in each direction (a ring all-reduce sends
+    and receives at the same time, so its time is the bytes sent over this figure)."""
+    name: str
+    bandwidth: float
+    source: str = ""
 
-    bandwidth: ``cpu_bandwidth.json``: the memory roof is the rate PyTorch's float32 matrix-vector
-    product streams the largest recorded matrix (14336 x 4096, a 7B-sized weight).
-    vs_transformers, profile: ``vs_transformers.json`` and ``profile_share.json``: the compute roof
-    is the rate of the weight matrix products in the recorded 1,024-token prefill (their FLOPs over
-    the share of the prefill's time the profiler puts in ``aten::mm``). That is a rate the machine
-    was seen to reach, so a lower bound on its peak.
+
+# The same datasheet: NVLink 900 GB/s and PCIe Gen5 128 GB/s, both counting the two directions together.
+NVLINK_H100 = Link("NVLink (H100 SXM)", 900e9 / 2, "NVIDIA H100 datasheet: NVLink 900 GB/s, both directions")
+PCIE5_X16 = Link("PCIe 5.0 x16", 128e9 / 2, "NVIDIA H100 datasheet: PCIe Gen5 128 GB/s, both directions")
+
+
+CPU_DTYPES = ("float32", "bf16")
+
+
+def cpu_machine(gemm_peak: dict, dtype: str = "float32") -> Machine:
+    """This book's CPU as ``benchmarks/cpu_gemm_peak.py`` measured it, on its own (no model run).
+
+    gemm_peak: ``cpu_gemm_peak.json``. The compute roof is ``peak_gflop_per_s[dtype]``, the best rate
+    large matrix products reached in that dtype (float32: MKL's SGEMM; bf16: oneDNN's kernel for
+    AVX512-BF16); a rate the machine was seen to reach, so a lower bound on its true peak. The memory
+    roof is ``read_gb_per_s``, the rate a read-only sum over 1 GB reached (the median over fresh
+    processes): the same for both dtypes, since bytes are bytes.
     """
-    gemv = bandwidth["gemv_weight_read_gb_per_s"]
-    largest = max(gemv, key=lambda shape: int(shape.split("x")[0]) * int(shape.split("x")[1]))  # "14336x4096"
-    cfg = vs_transformers["config"]
-    args = ModelArgs(dim=cfg["dim"], n_layers=cfg["layers"], head_dim=cfg["dim"] // cfg["heads"],
-                     hidden_dim=profile["config"]["hidden_dim"], n_heads=cfg["heads"],
-                     n_kv_heads=cfg["kv_heads"], vocab_size=cfg["vocab"], sliding_window=cfg["window"])
-    mm_flops = 2 * matmul_params(args) * cfg["prefill"]
-    mm_seconds = vs_transformers["timings"]["ours_prefill"]["median_s"] * profile["prefill_self_cpu_share"]["aten::mm"]
-    return Machine(f"this CPU ({bandwidth['machine']['cpu_cores']} cores), float32", mm_flops / mm_seconds,
-                   gemv[largest] * 1e9,
-                   f"benchmarks/results: float32 GEMV of a {largest} matrix {gemv[largest]} GB/s; "
-                   f"matrix products of the recorded {cfg['prefill']}-token prefill")
+    if dtype not in CPU_DTYPES:
+        raise ValueError(f"dtype must be one of {CPU_DTYPES}, got {dtype!r}")
+    missing = [k for k in ("peak_gflop_per_s", "read_gb_per_s", "machine") if k not in gemm_peak]
+    if missing or dtype not in gemm_peak.get("peak_gflop_per_s", {}):
+        raise ValueError(f"not a cpu_gemm_peak.json record: missing {missing or [f'peak_gflop_per_s.{dtype}']}")
+    peak = gemm_peak["peak_gflop_per_s"][dtype] * 1e9
+    cpu = gemm_peak.get("cpu", {}).get("model") or "CPU"
+    return Machine(f"this CPU ({gemm_peak['machine']['cpu_cores']} cores), {dtype}", peak,
+                   gemm_peak["read_gb_per_s"] * 1e9,
+                   f"benchmarks/results/cpu_gemm_peak.json: {cpu}, best {dtype} matrix product "
+                   f"{gemm_peak['peak_gflop_per_s'][dtype]} GFLOP/s, read {gemm_peak['read_gb_per_s']} GB/s")

@@ -11,7 +11,7 @@ import heapq
 import os
 from collections.abc import Callable, Iterable
 
-from .checks import _check_ids, _check_text
+from .checks import _check_ids, _check_path, _check_piece, _check_text
 from .model_file import ModelSpec, PieceType, _read_model_file, check_pieces, mistral_v1_model_bytes, parse_model_proto
 
 __all__ = ["SPACE", "BPETokenizer"]
@@ -111,12 +111,14 @@ class BPETokenizer:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> BPETokenizer:
-        return cls(parse_model_proto(data, source), source)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{source!r}: a serialized model must be bytes, got {type(data).__name__}")
+        return cls(parse_model_proto(bytes(data), source), source)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BPETokenizer:
         """Load a ``tokenizer.model`` file (FileNotFoundError / ValueError name the path)."""
-        return cls.from_bytes(_read_model_file(path), source=str(path))
+        return cls.from_bytes(_read_model_file(_check_path(path)), source=str(path))
 
     @classmethod
     def mistral_v1(cls) -> BPETokenizer:
@@ -127,7 +129,7 @@ class BPETokenizer:
 
     def piece_to_id(self, piece: str) -> int:
         """Like sentencepiece: a string that is not a piece gives ``unk_id``."""
-        return self.piece_id.get(piece, self.unk_id)
+        return self.piece_id.get(_check_piece(piece), self.unk_id)
 
     # --- encoding, step 1: normalize ---------------------------------------------
 

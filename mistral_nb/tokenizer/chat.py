@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ChatFormatError", "format_chat"]
+__all__ = ["ChatFormatError", "format_chat", "GUARDRAIL_SYSTEM_PROMPT"]
+
+# The system prompt the Mistral 7B paper recommends for Mistral 7B - Instruct (section 5.1, "System prompt
+# to enforce guardrails"), word for word. In v1 a system message is text glued to the first user turn.
+GUARDRAIL_SYSTEM_PROMPT = ("Always assist with care, respect, and truth. Respond with utmost utility yet securely. "
+                           "Avoid harmful, unethical, prejudiced, or negative content. Ensure replies promote "
+                           "fairness and positivity.")
 
 
 class ChatFormatError(ValueError):

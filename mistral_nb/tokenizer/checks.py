@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Iterable
 
 
@@ -16,10 +17,34 @@ def _check_text(text: object) -> str:
     return text
 
 
+def _check_piece(piece: object) -> str:
+    if not isinstance(piece, str):
+        raise TypeError(f"piece must be a str such as '▁Hello', got {type(piece).__name__}")
+    return piece
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool) and value not in (0, 1):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_path(path: object) -> str | os.PathLike:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike naming a tokenizer.model file, got {type(path).__name__}")
+    if not str(path).strip():
+        raise ValueError("path is empty: name a tokenizer.model file")
+    return path
+
+
 def _check_ids(ids: Iterable[int], vocab_size: int) -> list[int]:
     """Turn ``ids`` (list, tuple, 1-D tensor/array of ints) into a list, rejecting bad ids."""
     if isinstance(ids, (str, bytes)):
         raise TypeError("ids must be a sequence of ints, not a string")
+    if getattr(ids, "ndim", 1) != 1:
+        raise ValueError(f"ids must be a 1-D sequence of ints, got an array of shape {tuple(ids.shape)}")
+    if not isinstance(ids, Iterable):
+        raise TypeError(f"ids must be a sequence of ints, got {type(ids).__name__}")
     checked = []
     for position, token in enumerate(ids):
         if isinstance(token, bool) or str(getattr(token, "dtype", "")) == "torch.bool":

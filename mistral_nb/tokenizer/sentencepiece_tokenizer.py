@@ -13,7 +13,7 @@ from typing import Any
 import sentencepiece as spm
 
 from .chat import _chat_turns
-from .checks import _check_ids, _check_text
+from .checks import _check_flag, _check_ids, _check_path, _check_piece, _check_text
 from .model_file import _read_model_file, mistral_v1_model_bytes
 
 __all__ = ["Tokenizer"]
@@ -60,7 +60,7 @@ class Tokenizer:
         Raises FileNotFoundError if ``path`` does not exist and ValueError if it is
         not a sentencepiece model; both messages name the path.
         """
-        return cls.from_bytes(_read_model_file(path), source=str(path))
+        return cls.from_bytes(_read_model_file(_check_path(path)), source=str(path))
 
     @classmethod
     def mistral_v1(cls) -> Tokenizer:
@@ -70,6 +70,7 @@ class Tokenizer:
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         """Text -> ids, with ``<s>`` in front if ``bos`` and ``</s>`` at the end if ``eos``."""
         ids: list[int] = self.sp.encode(_check_text(text))
+        bos, eos = _check_flag("bos", bos), _check_flag("eos", eos)
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -101,7 +102,7 @@ class Tokenizer:
 
     def piece_to_id(self, piece: str) -> int:
         """The id of a vocabulary string; like sentencepiece, unknown strings give ``unk_id`` (0)."""
-        return self.sp.piece_to_id(piece)
+        return self.sp.piece_to_id(_check_piece(piece))
 
     def encode_chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """Encode a conversation in Mistral 7B Instruct v0.1's format (see :func:`_chat_turns`).

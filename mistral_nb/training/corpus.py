@@ -21,7 +21,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..book.results import recorded_path
+from ..book.results import MAX_DOWNLOAD_BYTES, recorded_path
+from ..checkpoint.files import read_regular_file
+from .checks import as_count, check_id_tensor
 
 __all__ = ["DOC_SEP", "CORPORA", "load_documents", "document_sources", "TokenStream"]
 
@@ -42,7 +44,7 @@ def load_documents(split: str = "train", limit: Optional[int] = None, corpus: st
         raise ValueError(f"load_documents: limit must be None or an int >= 0, got {limit!r}")
     path = recorded_path(f"{folder}/{split}.txt.xz")
     try:
-        text = lzma.decompress(path.read_bytes()).decode("utf-8")
+        text = lzma.decompress(read_regular_file(path, MAX_DOWNLOAD_BYTES, "corpus file")).decode("utf-8")
     except (lzma.LZMAError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not an xz-compressed UTF-8 corpus file ({type(e).__name__}: {e}); "
                          "delete it to fetch it again, or rebuild it with the script next to it") from None
@@ -64,7 +66,7 @@ def document_sources(split: str, corpus: str = "v2") -> list[str]:
         raise ValueError(f"document_sources: corpus {corpus!r} has the splits {list(splits)}, not {split!r}")
     path = recorded_path(f"{folder}/manifest.json")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(read_regular_file(path, MAX_DOWNLOAD_BYTES, "corpus manifest").decode("utf-8"))
         return [name for name, src in manifest["sources"].items() for _ in range(src["documents"][split])]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a corpus manifest ({type(e).__name__}: {e})") from None
@@ -78,12 +80,19 @@ class TokenStream:
     bos: int = 1
     eos: int = 2
 
+    def __post_init__(self):
+        check_id_tensor("TokenStream", "ids", self.ids, None, dims=(1,), min_len=0)
+        self.bos, self.eos = as_count("TokenStream", "bos", self.bos, 0), as_count("TokenStream", "eos", self.eos, 0)
+
     @classmethod
     def from_documents(cls, docs: Sequence[str], tokenizer) -> "TokenStream":
         """Tokenize each document as ``<s> ... </s>`` and concatenate."""
         if isinstance(docs, (str, bytes)):
             raise TypeError("TokenStream.from_documents takes a list of documents, not one string "
                             "(wrap it: [text])")
+        if not all(hasattr(tokenizer, a) for a in ("encode", "bos_id", "eos_id")):
+            raise TypeError(f"TokenStream.from_documents: tokenizer must be a Tokenizer (encode, bos_id, eos_id), "
+                            f"got {type(tokenizer).__name__}")
         ids: list[int] = []
         for i, d in enumerate(docs):
             if not isinstance(d, str):
@@ -94,21 +103,27 @@ class TokenStream:
     def __len__(self) -> int:
         return int(self.ids.numel())
 
-    def _check(self, seq_len: int) -> None:
+    def _check(self, seq_len: int, batch_size: Optional[int] = None, generator=None) -> None:
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
             raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+        if batch_size is not None:
+            as_count("TokenStream", "batch_size", batch_size)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"TokenStream: generator must be a torch.Generator or None, got {type(generator).__name__}")
         if len(self) < seq_len + 1:
             raise ValueError(f"the stream holds {len(self)} tokens, fewer than one window of seq_len + 1 = {seq_len + 1}")
 
     def sample(self, batch_size: int, seq_len: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """(batch_size, seq_len + 1) windows starting at uniformly random offsets."""
-        self._check(seq_len)
+        self._check(seq_len, batch_size, generator)
         starts = torch.randint(0, len(self) - seq_len, (batch_size,), generator=generator)
         return self.ids[starts[:, None] + torch.arange(seq_len + 1)]
 
     def batches(self, batch_size: int, seq_len: int):
         """A ``train`` batch function: random windows, shifted into (inputs, targets), ``<s>`` unscored."""
         from .loop import shift_targets
+
+        self._check(seq_len, batch_size)
 
         def fn(generator: torch.Generator):
             return shift_targets(self.sample(batch_size, seq_len, generator), ignore_ids=(self.bos,))
@@ -120,6 +135,6 @@ class TokenStream:
         self._check(seq_len)
         n = (len(self) - 1) // seq_len
         if max_windows is not None:
-            n = min(n, max_windows)
+            n = min(n, as_count("TokenStream.windows", "max_windows", max_windows))
         starts = torch.arange(n) * seq_len
         return self.ids[starts[:, None] + torch.arange(seq_len + 1)]

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 from ..config import ModelArgs
 from ..model import Transformer
+from .checks import (as_count, as_real, check_batch, check_id_tensor, check_ignore_ids, check_schedule,
+                     check_train_callables)
 
 __all__ = ["IGNORE", "TrainHistory", "seeded_model", "lr_at", "param_groups", "loss_on", "shift_targets",
            "next_token_loss", "perplexity", "train", "save_training_state", "load_training_state"]
@@ -65,6 +67,7 @@ class TrainHistory:
 
     def smoothed(self, every: int = 10) -> list:
         """Mean loss of consecutive groups of ``every`` steps (the last group may be shorter)."""
+        every = as_count("TrainHistory.smoothed", "every", every)
         return [sum(self.loss[i:i + every]) / len(self.loss[i:i + every]) for i in range(0, len(self.loss), every)]
 
 
@@ -78,6 +81,7 @@ def seeded_model(args: ModelArgs, seed: int = 0) -> Transformer:
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr_ratio: float = 0.1) -> float:
     """Learning rate of ``step`` (0-based): linear warm-up over ``warmup`` steps, then a cosine
     from ``lr`` down to ``min_lr_ratio * lr`` at the last step."""
+    check_schedule("lr_at", step, steps, lr, warmup, min_lr_ratio)
     if step < warmup:
         return lr * (step + 1) / warmup
     span = max(1, steps - 1 - warmup)
@@ -87,6 +91,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_lr_ratio: float = 0
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: matrices (linear layers, embeddings) decay; vectors (RMSNorm gains) do not."""
+    as_real("param_groups", "weight_decay", weight_decay, "a number >= 0", lambda v: v >= 0)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -104,8 +109,10 @@ def shift_targets(window: torch.Tensor, ignore_ids: tuple = ()) -> tuple[torch.T
     Position i of the input is asked for ``window[:, i + 1]``. Targets listed in ``ignore_ids``
     (for example ``<s>``, which only ever follows a document's end) are not scored.
     """
-    if window.dim() != 2 or window.shape[1] < 2:
+    if isinstance(window, torch.Tensor) and (window.dim() != 2 or window.shape[1] < 2):
         raise ValueError(f"shift_targets: window must be (B, S + 1) with S >= 1, got {tuple(window.shape)}")
+    check_id_tensor("shift_targets", "window", window, None, dims=(2,), min_len=2)
+    ignore_ids = check_ignore_ids("shift_targets", ignore_ids)
     inputs, targets = window[:, :-1], window[:, 1:].clone()
     for i in ignore_ids:
         targets[targets == i] = IGNORE
@@ -118,7 +125,12 @@ def next_token_loss(model: Transformer, window: torch.Tensor, ignore_ids: tuple 
 
     reduction: "mean" -> scalar over the scored positions; "none" -> (B, S), 0 where not scored.
     """
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"next_token_loss: reduction must be 'mean' or 'none', got {reduction!r}")
     inputs, targets = shift_targets(window, ignore_ids)
+    model.check_tokens(window)                                               # every id, the last target's too
+    if reduction == "mean" and not bool((targets != IGNORE).any()):
+        raise ValueError("next_token_loss: no target is scored: every one is in ignore_ids")
     logits = model(inputs, check=False)                                      # (B, S, vocab)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
                            reduction=reduction)
@@ -126,8 +138,19 @@ def next_token_loss(model: Transformer, window: torch.Tensor, ignore_ids: tuple 
 
 
 def perplexity(loss_nats: float) -> float:
-    """exp(mean cross-entropy in nats): the number of equally likely choices the loss amounts to."""
-    return math.exp(loss_nats)
+    """exp(mean cross-entropy in nats): the number of equally likely choices the loss amounts to.
+
+    A loss above ~709.78 nats gives ``inf`` (e**710 exceeds the largest float); a negative, NaN or
+    non-numeric loss is refused, since no cross-entropy is one."""
+    if isinstance(loss_nats, torch.Tensor) and loss_nats.numel() == 1:
+        loss_nats = loss_nats.item()
+    if loss_nats == math.inf:
+        return math.inf
+    loss = as_real("perplexity", "loss_nats", loss_nats, "a loss in nats >= 0", lambda v: v >= 0)
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -245,7 +268,8 @@ def check_train_args(s: dict) -> None:
         _number("each of betas", b, 0, 1)
 
 
-def _check_run_args(eval_fn, eval_every, checkpoint, checkpoint_every, resume, stop_after) -> None:
+def _check_run_args(model, batches, eval_fn, eval_every, checkpoint, checkpoint_every, resume, stop_after) -> None:
+    check_train_callables(model, batches, eval_fn)
     _number("eval_every", eval_every, 0, integer=True)
     _number("checkpoint_every", checkpoint_every, 0, integer=True)
     if stop_after is not None:
@@ -265,8 +289,10 @@ def _step(model, opt, batches, gen, rate: float, clip, autocast: bool, loss_fn) 
     before changing the weights when the loss or the gradient is not finite."""
     for group in opt.param_groups:
         group["lr"] = rate
-    tokens, targets = batches(gen)
-    model.check_tokens(tokens)                           # an id beyond the vocabulary, named
+    batch = batches(gen)
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        model.check_tokens(batch[0])                     # an id beyond the vocabulary, named
+    tokens, targets = check_batch(batch, model.args.vocab_size, IGNORE)
     device = tokens.device.type
     with torch.autocast("cpu" if device == "cpu" else device, dtype=torch.bfloat16, enabled=autocast):
         loss = loss_fn(model, tokens, targets)
@@ -326,7 +352,7 @@ def train(model: Transformer, batches: BatchFn, steps: int, lr: float = 3e-3, wa
     settings = {k: v for k, v in locals().items() if k not in RUN_ONLY}   # what a resume must match
     settings["betas"] = list(betas)
     check_train_args(settings)
-    _check_run_args(eval_fn, eval_every, checkpoint, checkpoint_every, resume, stop_after)
+    _check_run_args(model, batches, eval_fn, eval_every, checkpoint, checkpoint_every, resume, stop_after)
     from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)

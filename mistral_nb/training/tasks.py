@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ..model import Transformer
+from .checks import as_count
 from .loop import IGNORE
 
 __all__ = ["KeyRecall", "RecallBatch", "distances", "accuracy_by_distance", "key_influence_by_distance"]
@@ -63,8 +64,15 @@ class KeyRecall:
 
     def __post_init__(self):
         for name in ("n_keys", "n_noise", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"KeyRecall.{name} must be >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"KeyRecall.{name} must be an int, got {value!r}")
+            if value < 1:
+                raise ValueError(f"KeyRecall.{name} must be >= 1, got {value}")
+        if not isinstance(self.query, bool):
+            raise TypeError(f"KeyRecall.query must be True or False, got {self.query!r}")
+        if isinstance(self.max_key_pos, bool) or not isinstance(self.max_key_pos, int):
+            raise TypeError(f"KeyRecall.max_key_pos must be an int, got {self.max_key_pos!r}")
         if self.seq_len < 2:
             raise ValueError(f"KeyRecall.seq_len must be >= 2, got {self.seq_len}")
         if not 0 <= self.max_key_pos <= self.seq_len - 2:
@@ -94,6 +102,7 @@ class KeyRecall:
         (``reach=None``: full attention, 0)."""
         if reach is None:
             return 0.0
+        reach = as_count("KeyRecall.out_of_reach_fraction", "reach", reach, 0)
         if self.query:
             return max(0, self.seq_len - 1 - reach) / (self.seq_len - 1)
         asked = beyond = 0
@@ -114,7 +123,7 @@ class KeyRecall:
 
         key_pos: (B,) positions to plant the keys at, instead of drawing them.
         """
-        B, S = batch_size, self.seq_len
+        B, S = self._check_sample(batch_size, key_pos), self.seq_len
         tokens = torch.randint(0, self.n_noise, (B, S), generator=generator)
         if key_pos is None:
             high = S - 2 if self.query else self.max_key_pos
@@ -130,8 +139,18 @@ class KeyRecall:
         targets = torch.where(asked, keys[:, None].expand(B, S), torch.full((B, S), IGNORE))
         return RecallBatch(tokens, targets, key_pos)
 
+    def _check_sample(self, batch_size, key_pos) -> int:
+        B, high = as_count("KeyRecall.sample", "batch_size", batch_size), self.seq_len - 2    # a key before a later position
+        if key_pos is not None and (not isinstance(key_pos, torch.Tensor) or key_pos.shape != (B,)
+                                    or key_pos.dtype.is_floating_point or not bool(((key_pos >= 0) & (key_pos <= high)).all())):
+            raise ValueError(f"KeyRecall.sample: key_pos must be a ({B},) integer tensor of positions in [0, {high}], "
+                             f"got {key_pos!r}")
+        return B
+
     def batches(self, batch_size: int):
         """A batch function for ``training.loop.train``: generator -> (tokens, targets)."""
+        as_count("KeyRecall.batches", "batch_size", batch_size)
+
         def batch(generator: torch.Generator):
             b = self.sample(batch_size, generator)
             return b.tokens, b.targets
@@ -159,6 +178,8 @@ def accuracy_by_distance(model: Transformer, task: KeyRecall, n_sequences: int =
     distance once. Query task: ``n_sequences`` sequences per distance, the key planted d tokens
     before the query mark.
     """
+    n_sequences = as_count("accuracy_by_distance", "n_sequences", n_sequences)
+    batch_size = as_count("accuracy_by_distance", "batch_size", batch_size)
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     D, S = task.max_distance, task.seq_len
@@ -192,6 +213,9 @@ def key_influence_by_distance(model: Transformer, task: KeyRecall, n_sequences: 
     (rows 1 .. L) is averaged per distance d = 0 .. task.max_distance from the key.
     Returns (L + 1, max_distance + 1). Row l is exactly zero beyond l (W - 1): the receptive field.
     """
+    n_sequences = as_count("key_influence_by_distance", "n_sequences", n_sequences)
+    if task.n_keys < 2:
+        raise ValueError("key_influence_by_distance: swapping the key for another needs a task with n_keys >= 2")
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     b = task.sample(n_sequences, gen)

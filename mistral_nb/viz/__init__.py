@@ -18,3 +18,5 @@ from .quant import *  # noqa: F401,F403
 from .training import *  # noqa: F401,F403
 from .language import *  # noqa: F401,F403
 from .parallel import *  # noqa: F401,F403
+from .evals import *  # noqa: F401,F403
+from .finetune import *  # noqa: F401,F403

@@ -2,7 +2,7 @@
 
 * ``plot_training_curves``: training loss against tokens seen, validation losses, and the
   unigram/bigram baselines as horizontal lines;
-* ``plot_perplexities``: the perplexity of each model and baseline on the same held-out text (log scale);
+* ``plot_perplexities``: the perplexity of each model and baseline on the same held-out text (dots, log scale);
 * ``plot_loss_by_position``: held-out loss at each position of a window, sliding window vs full attention;
 * ``plot_loss_by_context``: the loss on the same targets given only the last c tokens;
 * ``plot_head_scores``: one (layer x head) table of scores per kind of head;
@@ -46,8 +46,9 @@ def plot_training_curves(runs: Mapping[str, Mapping], baselines: Optional[Mappin
                 label=f"{_label(name)}: held-out text")
     for name, value in (baselines or {}).items():
         ax.axhline(value, color=COLORS.get(name, "k"), linestyle="--", linewidth=1)
-        ax.text(0.01, value, f"{_label(name)} baseline {value:.2f}", color=COLORS.get(name, "k"),
-                transform=ax.get_yaxis_transform(), ha="left", va="bottom", fontsize=8)
+        ax.text(0.5, value, f"{_label(name)} baseline {value:.2f}", color=COLORS.get(name, "k"),
+                transform=ax.get_yaxis_transform(), ha="center", va="bottom", fontsize=8, zorder=5,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1.0))   # readable above the curves
     ax.set_xlabel("tokens trained on (millions)")
     ax.set_ylabel("cross-entropy (nats)")
     ax.grid(True, alpha=0.3)
@@ -58,17 +59,19 @@ def plot_training_curves(runs: Mapping[str, Mapping], baselines: Optional[Mappin
 
 
 def plot_perplexities(perplexity: Mapping[str, float], ax=None, title: str = "Perplexity on held-out text"):
-    """Horizontal bars of perplexity (log scale), best at the bottom, each labelled with its value."""
+    """One dot per model on a log axis (a bar's length means nothing on a log scale), best at the
+    bottom, each labelled with its value."""
     names = sorted(perplexity, key=lambda k: -perplexity[k])
     values = [perplexity[k] for k in names]
     ax = new_axes(ax, figsize=(6.0, 0.45 * len(names) + 1.0))
     y = np.arange(len(names))
-    ax.barh(y, values, color=[COLORS.get(k, "#444444") for k in names])
+    ax.hlines(y, min(values) / 2, values, color="#dddddd", linewidth=1, zorder=1)
+    ax.scatter(values, y, s=45, color=[COLORS.get(k, "#444444") for k in names], zorder=3)
     ax.set_xscale("log")
     ax.set_yticks(y, [_label(k) for k in names])
     for yi, v in zip(y, values):
         ax.text(v * 1.08, yi, f"{v:,.1f}", va="center", fontsize=8)
-    ax.set_xlim(right=max(values) * 4)
+    ax.set_xlim(min(values) / 2, max(values) * 4)
     ax.set_xlabel("perplexity = exp(loss), log scale (lower is better)")
     ax.grid(True, axis="x", alpha=0.3)
     if title:
@@ -84,11 +87,13 @@ def _smooth(y: np.ndarray, k: int) -> np.ndarray:
 
 
 def _mark_window_and_reach(ax, window: Optional[int], reach: Optional[int]) -> None:
-    """Dotted vertical lines at W and at L(W-1), labelled at the top of the axes."""
-    for x, text in ((window, "W"), (reach, "L(W-1)")):
+    """Dotted vertical lines at W and at L(W-1), labelled at the top of the axes: W's label to the right
+    of its line, the reach's to the left (it lies near the right edge, where a label would be cut off)."""
+    for x, text, ha in ((window, "W", "left"), (reach, "L(W-1)", "right")):
         if x is not None:
             ax.axvline(x, color="#555555", linestyle=":", linewidth=1)
-            ax.text(x, 0.98, f" {text} = {x}", transform=ax.get_xaxis_transform(), fontsize=8, va="top")
+            label = f" {text} = {x}" if ha == "left" else f"{text} = {x} "
+            ax.text(x, 0.98, label, transform=ax.get_xaxis_transform(), fontsize=8, va="top", ha=ha)
 
 
 def _finish_loss_axes(ax, title: str):

@@ -10,7 +10,7 @@ from matplotlib.patches import Circle, FancyArrowPatch, Patch, Rectangle
 
 from .common import despine, new_axes
 
-__all__ = ["plot_tp_partition", "plot_tp_memory", "plot_comm_vs_weights", "plot_paged_vs_rolling",
+__all__ = ["plot_tp_partition", "plot_tp_memory", "plot_tp_times", "plot_paged_vs_rolling",
            "plot_kv_per_sequence", "rank_color"]
 
 _PALETTE = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8ab17d", "#6d597a", "#b56576"]
@@ -144,31 +144,38 @@ def plot_tp_memory(rows: Sequence[dict], ax=None, title: str = "", unit: float =
     return ax
 
 
-def plot_comm_vs_weights(tokens: Sequence[int], weights_read: Dict[int, float], sent_per_token: Dict[int, float],
-                         ax=None, title: str = ""):
-    """Bytes per rank of one forward pass against the number of tokens it processes (batch × length).
+def plot_tp_times(tokens: Sequence[int], times: Dict[int, Dict[str, Sequence[float]]], ax=None, title: str = ""):
+    """Time of one forward pass on one rank against the tokens it processes (batch × tokens per
+    sequence), log-log: the rank's computation (solid) and its all-reduces over each link (dashed,
+    dotted, ...), one colour per degree.
 
-    weights_read: {degree: bytes of weights a rank reads per forward pass} (flat lines);
-    sent_per_token: {degree: bytes a rank sends per token in its all-reduces} (lines through the
-    origin). A dot marks where each pair crosses: beyond it a rank sends more than it reads.
+    times: {degree: {"compute": seconds per pass, link name: all-reduce seconds per pass, ...}}, each
+    a sequence over ``tokens`` (``parallel.rank_pass_seconds``). A dot marks where a link's line
+    crosses the compute line: beyond it the all-reduces take longer than the computation.
     """
-    ax = new_axes(ax, figsize=(7, 4))
+    ax = new_axes(ax, figsize=(7, 4.2))
     t = np.asarray(tokens, dtype=float)
-    for i, n in enumerate(sorted(weights_read)):
+    styles = ["--", ":", "-."]
+    for i, n in enumerate(sorted(times)):
         color = _PALETTE[(i * 2 + 1) % len(_PALETTE)]
-        ax.plot(t, np.full_like(t, weights_read[n]), color=color, label=f"{n} ranks: weights read")
-        ax.plot(t, t * sent_per_token[n], color=color, linestyle="--", label=f"{n} ranks: all-reduce traffic")
-        cross = weights_read[n] / sent_per_token[n]
-        if t.min() <= cross <= t.max():
-            ax.plot([cross], [weights_read[n]], "o", color=color)
+        compute = np.asarray(times[n]["compute"], dtype=float) * 1e6
+        ax.plot(t, compute, color=color, lw=2, label=f"{n} ranks: compute")
+        links = [k for k in times[n] if k != "compute"]
+        for style, link in zip(styles, links):
+            comm = np.asarray(times[n][link], dtype=float) * 1e6
+            ax.plot(t, comm, color=color, ls=style, lw=1.3, label=f"{n} ranks: all-reduce, {link}")
+            above = np.nonzero(comm > compute)[0]
+            if len(above):
+                ax.plot([t[above[0]]], [compute[above[0]]], "o", color=color, ms=5)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("tokens in one forward pass (batch × tokens per sequence)")
-    ax.set_ylabel("bytes per rank")
-    ax.legend(fontsize=7, frameon=False, ncol=2)
+    ax.set_ylabel("µs per forward pass, one rank")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, frameon=False, ncol=1, loc="upper left")
     despine(ax)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     return ax
 
 

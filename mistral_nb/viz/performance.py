@@ -3,14 +3,14 @@ roofline of a machine with forward passes placed on it, and the tiles of a one-p
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Dict, Optional, Sequence
 
 import matplotlib.pyplot as plt
 
-from .common import new_axes
+from .common import despine, new_axes
 
 __all__ = ["plot_banded_vs_dense", "plot_speed_ratios", "plot_attention_cost",
-           "plot_roofline", "plot_flash_tiles"]
+           "plot_roofline", "plot_batch_capacity", "plot_flash_tiles"]
 
 
 def plot_attention_cost(seq_lens: Sequence[int], window: int, ax=None):
@@ -101,50 +101,101 @@ def _si(x: float, unit: str) -> str:
     return f"{x:.3g} {unit}"
 
 
-def plot_roofline(machine, points: Sequence[dict], ax=None, title: str = ""):
+def _roof_line(ax, machine, x, style: str, label: str):
+    ax.plot(x, [machine.attainable(v) for v in x], color="black", lw=2 if style == "-" else 1.4, ls=style, label=label)
+    ax.axvline(machine.ridge, color="#777777", ls=":", lw=1)
+
+
+def plot_roofline(machine, points: Sequence[dict], ax=None, title: str = "", others: Sequence = ()):
     """A machine's roofline on log-log axes: attainable FLOP/s against arithmetic intensity
     (FLOP per byte), with the ridge point marked, and forward passes placed on it.
 
-    machine: a ``speed.roofline.Machine``. points: dicts with ``label`` and ``cost`` (a ``costs.Cost``:
-    drawn on the roof, filled); optionally ``achieved`` (a measured FLOP/s: drawn hollow at that
-    height, joined to the roof, and labelled there), ``color``, ``offset`` (label offset in points,
-    default (6, -10)) and ``ha`` (the label's horizontal alignment, default "left").
+    machine: a ``speed.roofline.Machine``. others: more Machines drawn on the same axes, dashed (e.g.
+    the same CPU in another dtype: same bandwidth, another peak), with a legend naming each roof.
+    points: dicts with ``label`` and ``cost`` (a ``costs.Cost``: drawn on its roof, filled);
+    optionally ``roof`` (the Machine of ``others`` whose roof the point belongs to; default
+    ``machine``), ``achieved`` (a measured FLOP/s: drawn hollow at that height, joined to the roof, and
+    labelled there), ``fits=False`` (a configuration that does not fit in the machine's memory: a
+    grey cross instead of a dot), ``color``, ``offset`` (label offset in points, default (6, -10)) and
+    ``ha`` (the label's horizontal alignment, default "left"). A point with ``label`` None is unlabelled.
     """
     import numpy as np
 
     ax = new_axes(ax, figsize=(6.4, 4.2))
+    roofs = [machine, *others]
     intensities = [p["cost"].intensity for p in points]
-    lo = min([machine.ridge / 30] + [i / 3 for i in intensities])
-    hi = max([machine.ridge * 30] + [i * 3 for i in intensities])
+    lo = min([m.ridge / 30 for m in roofs] + [i / 3 for i in intensities])
+    hi = max([m.ridge * 30 for m in roofs] + [i * 3 for i in intensities])
     x = np.logspace(np.log10(lo), np.log10(hi), 200)
-    ax.plot(x, [machine.attainable(v) for v in x], color="black", lw=2)
-    bottom = machine.attainable(lo) / 10
-    ax.axvline(machine.ridge, color="#777777", ls=":", lw=1)
-    ax.text(machine.ridge * 1.12, bottom * 1.5, f"ridge {machine.ridge:.3g} FLOP/byte", fontsize=8,
-            color="#555555", va="bottom", ha="left")
-    ax.text(0.02, 0.97, f"roof = min({_si(machine.peak_flops, 'FLOP/s')}, {_si(machine.bandwidth, 'B/s')} × intensity)",
-            transform=ax.transAxes, fontsize=8, va="top")
+    for k, m in enumerate(roofs):
+        _roof_line(ax, m, x, "-" if k == 0 else "--", m.name)
+    bottom = min(m.attainable(lo) for m in roofs) / 10
+    for m in roofs:
+        ax.text(m.ridge * 1.12, bottom * 1.5, f"ridge {m.ridge:.3g} FLOP/byte", fontsize=8, color="#555555", va="bottom",
+                ha="left", rotation=90)
+    ax.text(0.02, 0.97, "\n".join(f"roof = min({_si(m.peak_flops, 'FLOP/s')}, {_si(m.bandwidth, 'B/s')} × intensity)"
+                                  for m in roofs), transform=ax.transAxes, fontsize=8, va="top")
     cmap = plt.get_cmap("tab10")
     for k, p in enumerate(points):
-        c = p["cost"]
-        color = p.get("color", cmap(k % 10))
-        y = machine.attainable(c.intensity)
-        ax.plot([c.intensity], [y], "o", color=color, ms=7, zorder=3)
-        at = y
-        if p.get("achieved") is not None:
-            at = p["achieved"]
-            ax.plot([c.intensity], [at], "o", mfc="white", mec=color, mew=1.5, ms=7, zorder=3)
-            ax.plot([c.intensity] * 2, [at, y], color=color, lw=0.8, ls="--")
-        ax.annotate(p["label"], (c.intensity, at), textcoords="offset points", xytext=p.get("offset", (6, -10)),
-                    fontsize=8, color=color, va="top", ha=p.get("ha", "left"))
+        _roofline_point(ax, p, p.get("roof", machine), p.get("color", cmap(k % 10)))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
-    ax.set_ylim(bottom, machine.peak_flops * 4)
+    ax.set_ylim(bottom, max(m.peak_flops for m in roofs) * 4)
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
     ax.set_ylabel("attainable FLOP/s")
     ax.grid(True, which="major", alpha=0.3)
+    if others:
+        ax.legend(fontsize=8, loc="lower right", frameon=False)
     ax.set_title(title or machine.name, fontsize=10)
+    return ax
+
+
+def _roofline_point(ax, p: dict, roof, color) -> None:
+    c = p["cost"]
+    y = roof.attainable(c.intensity)
+    if p.get("fits", True):
+        ax.plot([c.intensity], [y], "o", color=color, ms=7, zorder=3)
+    else:
+        color = "#888888"
+        ax.plot([c.intensity], [y], "X", color=color, ms=8, zorder=3)
+    at = y
+    if p.get("achieved") is not None:
+        at = p["achieved"]
+        ax.plot([c.intensity], [at], "o", mfc="white", mec=color, mew=1.5, ms=7, zorder=3)
+        ax.plot([c.intensity] * 2, [at, y], color=color, lw=0.8, ls="--")
+    if p.get("label") is not None:
+        ax.annotate(p["label"], (c.intensity, at), textcoords="offset points", xytext=p.get("offset", (6, -10)),
+                    fontsize=8, color=color, va="top", ha=p.get("ha", "left"))
+
+
+def plot_batch_capacity(contexts: Sequence[int], fits: Dict[str, Sequence[int]], memory_label: str,
+                        asked: Optional[int] = None, ax=None, title: str = ""):
+    """How many sequences fit beside the weights, against the context length (log-log).
+
+    fits: {label: sequences that fit at each context} (``costs.sequences_that_fit``), one line each.
+    asked: a batch size to mark as a horizontal line; a filled marker where a line lies below it
+    (that batch does not fit at that context).
+    """
+    ax = new_axes(ax, figsize=(6.4, 3.8))
+    cmap = plt.get_cmap("tab10")
+    for k, (label, counts) in enumerate(fits.items()):
+        ax.plot(contexts, counts, "o-", color=cmap(k), label=label, ms=4)
+    if asked is not None:
+        ax.axhline(asked, color="black", ls="--", lw=1)
+        ax.text(contexts[0], asked * 1.08, f"batch {asked}", fontsize=8, va="bottom", ha="left")
+        short = [(c, n) for counts in fits.values() for c, n in zip(contexts, counts) if n < asked]
+        if short:
+            ax.plot(*zip(*short), "x", color="black", ms=7, label=f"batch {asked} does not fit")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(list(contexts), [f"{c // 1024}k" if c >= 1024 else str(c) for c in contexts])
+    ax.set_xlabel("tokens per sequence (context)")
+    ax.set_ylabel(f"sequences that fit in {memory_label}")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    despine(ax)
+    ax.set_title(title, fontsize=10)
     return ax
 
 

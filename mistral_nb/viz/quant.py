@@ -1,4 +1,5 @@
-"""Figures of chapter 10: int8 rounding of one row, per-channel scales and errors, load-memory benchmark."""
+"""Figures of chapter 10: int8 rounding of one row, per-channel scales and errors, load-memory benchmark,
+decode against the bandwidth ceiling, this package beside llama.cpp, and the quality of int8 / int4 weights."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from .common import despine, new_axes
 
-__all__ = ["plot_int8_row", "plot_channel_scales", "plot_load_memory", "channel_errors", "plot_decode_vs_ceiling"]
+__all__ = ["plot_int8_row", "plot_channel_scales", "plot_load_memory", "channel_errors", "plot_decode_vs_ceiling",
+           "plot_side_by_side", "plot_quant_quality"]
 
 
 def _np(t) -> np.ndarray:
@@ -89,9 +91,10 @@ _LABELS = {"stream": "load_model\n(Mistral layout)", "stream_hf": "load_model\n(
            "stream_int8": "load_model\nquantize='int8'", "naive": "naive: Transformer()\n+ load_file + load_state_dict"}
 
 
-def plot_load_memory(result: Mapping, ax=None, limit: float = 1.15):
+def plot_load_memory(result: Mapping, ax=None):
     """Bars of peak resident memory during a load, in units of the checkpoint's size, from
-    ``benchmarks/results/load_memory.json``: the process before loading, and what the load added."""
+    ``benchmarks/results/load_memory.json``: the process before loading, and what the load added, with
+    the size of the checkpoint itself marked above each bar's baseline for comparison."""
     methods = result["methods"]
     nbytes = result["checkpoint_bytes"]
     names = list(methods)
@@ -103,11 +106,8 @@ def plot_load_memory(result: Mapping, ax=None, limit: float = 1.15):
     ax.bar(x, added, bottom=base, color="#4C72B0", width=0.6, label="added by the load")
     for xi, b, a in zip(x, base, added):
         ax.text(xi, b + a, f"+{a:.2f}×", ha="center", va="bottom", fontsize=9)
-    # the targets are measured from each bar's baseline: one checkpoint (the model) and the limit
     ax.hlines(base + 1.0, x - 0.4, x + 0.4, color="black", linestyle=":", linewidth=1.2,
               label="baseline + 1× checkpoint (the model itself)")
-    ax.hlines(base + limit, x - 0.4, x + 0.4, color="#C44E52", linestyle="--", linewidth=1.2,
-              label=f"baseline + {limit}× (target for the load)")
     ax.set_xticks(x, [_LABELS.get(n, n) for n in names], fontsize=8)
     ax.set_ylabel("peak RSS / checkpoint bytes")
     ax.set_title(f"Peak memory loading a {nbytes / 1e9:.2f} GB checkpoint on the CPU", fontsize=10)
@@ -131,12 +131,67 @@ def plot_decode_vs_ceiling(summary: Mapping, ax=None, title: str = "Mistral 7B d
     for xi, c, g in zip(x, ceiling, got):
         ax.hlines(c, xi - 0.36, xi + 0.36, color="#d62728", linewidth=2)
         ax.text(xi, c, f"ceiling {c:.2f}", ha="center", va="bottom", fontsize=8, color="#d62728")
-        ax.text(xi, g / 2, f"{g:.2f} tok/s\n{g / c:.0%} of ceiling", ha="center", va="center", fontsize=8,
-                color="white")
-    ax.set_xticks(x, [n.replace("_", " ") for n in names])
+        # the value above its bar, in black: inside a short bar a white label would run off it
+        ax.text(xi, g, f"{g:.2f} tok/s\n{g / c:.0%} of ceiling", ha="center", va="bottom", fontsize=7.5,
+                color="black")
+    ax.set_xticks(x, [n.replace("_", " ") for n in names], fontsize=8)
     ax.set_ylabel("tokens per second (batch 1)")
     ax.set_ylim(0, max(ceiling) * 1.25)
     ax.grid(True, axis="y", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_side_by_side(summary: Mapping, pairs: Mapping, axes=None, title: Optional[str] = None):
+    """Two panels from ``benchmarks/results/cpu_vs_llamacpp.json``: decode and prefill tokens/s of this
+    package and of llama.cpp, one pair of bars per weight format (``pairs``: {format: (ours, theirs)}),
+    the decode panel with each method's bandwidth ceiling as a tick above its bar."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    fmts = [f for f, (o, t) in pairs.items() if o in summary and t in summary]
+    x = np.arange(len(fmts))
+    for ax, key, label in ((axes[0], "decode_tokens_per_s", "decode tokens/s (batch 1)"),
+                           (axes[1], "prefill_tokens_per_s", "prefill tokens/s (128-token prompt)")):
+        top = 0.0
+        for k, (who, color, dx) in enumerate((("this package", "#4C72B0", -0.2), ("llama.cpp", "#DD8452", 0.2))):
+            vals = [summary[pairs[f][k]][key] for f in fmts]
+            ax.bar(x + dx, vals, width=0.38, color=color, label=who)
+            for xi, v in zip(x, vals):
+                ax.text(xi + dx, v, f"{v:.1f}" if v >= 10 else f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+            top = max(top, max(vals))
+            if key == "decode_tokens_per_s":
+                ceil = [summary[pairs[f][k]]["ceiling_tokens_per_s"] for f in fmts]
+                ax.hlines(ceil, x + dx - 0.17, x + dx + 0.17, color="#C44E52", linewidth=1.5,
+                          label="bandwidth ceiling" if k == 0 else None)
+                top = max(top, max(ceil))
+        ax.set_xticks(x, fmts)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, top * 1.22)
+        ax.legend(fontsize=8, loc="upper left")
+        despine(ax)
+    if title:
+        axes[0].figure.suptitle(title, fontsize=11)
+    return axes
+
+
+def plot_quant_quality(configs: Mapping, names: Optional[list] = None, ax=None, title: Optional[str] = None):
+    """Mean KL divergence to the unquantized model (dots, with two standard errors) for the weight formats
+    of ``benchmarks/results/quant_quality.json`` (a key's "configs"), on a log axis, best at the top."""
+    names = [n for n in (names or list(configs)) if "mean_kld" in configs[n]]
+    names = sorted(names, key=lambda n: configs[n]["mean_kld"])
+    ax = new_axes(ax, figsize=(7, 0.32 * len(names) + 1.2))
+    y = np.arange(len(names))[::-1]
+    kld = np.array([configs[n]["mean_kld"] for n in names])
+    err = np.array([2 * configs[n]["mean_kld_err"] for n in names])
+    colors = ["#55A868" if "int8" in n or "Q8_0" in n else "#DD8452" if "llama.cpp" in n else "#4C72B0" for n in names]
+    ax.errorbar(kld, y, xerr=err, fmt="none", ecolor="grey", elinewidth=1)
+    ax.scatter(kld, y, c=colors, zorder=3, s=22)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean KL divergence to the unquantized model (nats per token)")
+    ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    despine(ax)
     return ax

@@ -188,6 +188,16 @@ def _check_path(path) -> Path:
     return path
 
 
+def _plan_file(path, args: ModelArgs, quant: str, tokenizer, float_type: str, quantize_also, name: str):
+    """What both writers settle before any tensor: the checked path, each tensor's GGUF type, the metadata
+    (``tokenizer='auto'``: Mistral v0.1's when the vocabulary has 32,000 entries, else none)."""
+    path = _check_path(path)
+    types = tensor_types(args, quant, float_type, quantize_also)
+    if tokenizer == "auto":
+        tokenizer = "mistral_v1" if args.vocab_size == 32000 else None
+    return path, types, gguf_metadata(args, quant, tokenizer, name)
+
+
 def save_gguf(model, path, quant: str = "F16", tokenizer="auto", float_type: str = "F16",
               quantize_also: Iterable[str] = (), name: str = "Mistral-7B-v0.1") -> Path:
     """Write ``model`` (a ``Transformer``; int8/int4/packed layers as the float matrices they multiply by)
@@ -198,11 +208,7 @@ def save_gguf(model, path, quant: str = "F16", tokenizer="auto", float_type: str
     args = getattr(model, "args", None)
     if not isinstance(args, ModelArgs):
         raise TypeError(f"save_gguf expects a Transformer, got {type(model).__name__}")
-    path = _check_path(path)
-    types = tensor_types(args, quant, float_type, quantize_also)
-    if tokenizer == "auto":
-        tokenizer = "mistral_v1" if args.vocab_size == 32000 else None
-    kv = gguf_metadata(args, quant, tokenizer, name)
+    path, types, kv = _plan_file(path, args, quant, tokenizer, float_type, quantize_also, name)
 
     def fetch(tensor_name: str) -> torch.Tensor:
         module_name, _, leaf = tensor_name.rpartition(".")
@@ -225,11 +231,7 @@ def convert_to_gguf(src, path, quant: str = "F16", tokenizer="auto", float_type:
     from .safetensors_file import read_tensor
 
     layout, args, plan = plan_checkpoint(src)
-    path = _check_path(path)
-    types = tensor_types(args, quant, float_type, quantize_also)
-    if tokenizer == "auto":
-        tokenizer = "mistral_v1" if args.vocab_size == 32000 else None
-    kv = gguf_metadata(args, quant, tokenizer, name)
+    path, types, kv = _plan_file(path, args, quant, tokenizer, float_type, quantize_also, name)
 
     def fetch(tensor_name: str) -> torch.Tensor:
         info = plan[tensor_name]

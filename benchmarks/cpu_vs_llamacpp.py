@@ -5,7 +5,9 @@ checkpoint, bf16) in every format: this package loads the safetensors files, lla
 files converted from them by ``checkpoint.gguf.convert_to_gguf`` (the blocks' linear weights in the
 format, the embedding and the output head in BF16 in both programs):
 
-* ``ours_bf16_packed``  ``load_model(dtype=bfloat16, pack=True)``   vs ``llamacpp_bf16``  (BF16 file);
+* ``ours_bf16_packed``  ``load_model(dtype=bfloat16, pack=True)``   vs ``llamacpp_bf16``  (BF16 file); on a
+  CPU where oneDNN has no bf16 kernel (``pack_available()`` false, e.g. AVX2 without AVX512-BF16),
+  ``ours_bf16`` (``load_model(dtype=bfloat16)``, PyTorch's own bf16 matrix products) takes its place;
 * ``ours_int8``         ``load_model(..., quantize="int8")``        vs ``llamacpp_q8_0``  (Q8_0 file);
 * ``ours_int4``         ``load_model(..., quantize="int4")`` (group 32, symmetric, PyTorch's int4
   kernel) vs ``llamacpp_q4_0`` (Q4_0 file); ``ours_int4_g128`` (group 128) can be added with --methods.
@@ -21,6 +23,7 @@ ceiling = the run's median read bandwidth / those bytes. Peak memory: the proces
 
     LLAMA_BENCH=/path/to/llama-bench python benchmarks/cpu_vs_llamacpp.py   # a quiet machine: records
                                                                           # results/cpu_vs_llamacpp.json
+    LLAMA_BENCH=... python benchmarks/cpu_vs_llamacpp.py --name cpu_vs_llamacpp_avx2   # on an AVX2-only CPU
     python benchmarks/cpu_vs_llamacpp.py --tiny --dir /tmp/scratch          # 2 layers; llama.cpp only if given
 
 Needs the 14.5 GB checkpoint (written once, as cpu_7b.py does), 26 GB more for the three GGUF files
@@ -46,12 +49,12 @@ sys.path.insert(0, str(HERE.parent))
 
 from cpu_7b import DEFAULT_DIR, GB, bandwidth, bench_args, timed_runs, write_checkpoint  # noqa: E402
 
-OURS = {"ours_bf16_packed": dict(pack=True), "ours_int8": dict(quantize="int8"), "ours_int4": dict(quantize="int4"),
+OURS = {"ours_bf16_packed": dict(pack=True), "ours_bf16": {}, "ours_int8": dict(quantize="int8"), "ours_int4": dict(quantize="int4"),
         "ours_int4_g128": dict(quantize="int4_g128")}
 LLAMA = {"llamacpp_bf16": "BF16", "llamacpp_q8_0": "Q8_0", "llamacpp_q4_0": "Q4_0"}
 METHODS = tuple(OURS) + tuple(LLAMA)
 DEFAULT_METHODS = ("ours_bf16_packed", "llamacpp_bf16", "ours_int8", "llamacpp_q8_0", "ours_int4", "llamacpp_q4_0")
-PAIRS = {"bf16": ("ours_bf16_packed", "llamacpp_bf16"), "8-bit": ("ours_int8", "llamacpp_q8_0"),
+PAIRS = {"bf16": ("ours_bf16_packed", "llamacpp_bf16"), "bf16 (plain)": ("ours_bf16", "llamacpp_bf16"), "8-bit": ("ours_int8", "llamacpp_q8_0"),
          "4-bit": ("ours_int4", "llamacpp_q4_0")}
 
 
@@ -117,18 +120,28 @@ def _rates(out: dict, prefill_tps: float, decode_tps: float) -> dict:
             "ceiling_tokens_per_s": round(out["read_gb_per_s"] / out["read_per_token_gb"], 3)}
 
 
-def _profile(model, prompt: list, steps: int = 8) -> dict:
-    """Where a decode step's time goes: the ops' share of self CPU time over ``steps`` steps after the prompt."""
+def _profile(model, prompt: list, steps: int = 8, prefill_tokens: int = 32) -> dict:
+    """Where the time goes: the ops' share of self CPU time over ``steps`` decode steps after one token,
+    and over one prefill of the prompt's first ``prefill_tokens`` tokens (the same kernels as the full
+    prompt's: every format takes the same path at 32 rows as at 128)."""
     from mistral_nb import generate
 
-    generate(model, [prompt], max_new_tokens=2)
+    def shares(prof) -> tuple:
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        return round(total / 1e3, 1), [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
+                                       for e in events[:8]]
+
+    prefill_tokens = min(prefill_tokens, len(prompt))
+    generate(model, [prompt[:8]], max_new_tokens=2)                         # warm-up
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         generate(model, [prompt[:1]], max_new_tokens=steps)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    return {"steps": steps, "total_ms": round(total / 1e3, 1),
-            "ops": [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count}
-                    for e in events[:8]]}
+    total_ms, ops = shares(prof)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        generate(model, [prompt[:prefill_tokens]], max_new_tokens=1)
+    prefill_ms, prefill_ops = shares(prof)
+    return {"steps": steps, "total_ms": total_ms, "ops": ops,
+            "prefill_tokens": prefill_tokens, "prefill_total_ms": prefill_ms, "prefill_ops": prefill_ops}
 
 
 def child_llama(method: str, ckpt: Path, bench: str, prompt_len: int, new_tokens: int, reps: int, threads: int) -> dict:
@@ -228,6 +241,8 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2, help="threads of both programs")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
     p.add_argument("--no-profile", action="store_true", help="skip the profile of our decode step")
+    p.add_argument("--name", default="cpu_vs_llamacpp",
+                   help="the record: benchmarks/results/NAME.json (one per machine kind: cpu_vs_llamacpp_avx2 for AVX2)")
     p.add_argument("--tiny", action="store_true", help="smoke test: a 2-layer model, --dir required, nothing recorded")
     p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
@@ -253,8 +268,9 @@ def main() -> None:
     from mistral_nb.speed.cpu_pack import pack_available
 
     if "ours_bf16_packed" in a.methods and not pack_available():     # e.g. an AVX2 CPU without bf16 in oneDNN
-        print("no oneDNN bf16 kernel on this CPU (pack=True unavailable): ours_bf16_packed left out", flush=True)
-        a.methods = [m for m in a.methods if m != "ours_bf16_packed"]
+        print("no oneDNN bf16 kernel on this CPU (pack=True unavailable): ours_bf16 in place of ours_bf16_packed",
+              flush=True)
+        a.methods = list(dict.fromkeys("ours_bf16" if m == "ours_bf16_packed" else m for m in a.methods))
     from mistral_nb.checkpoint.hub import available_ram
 
     free = available_ram()
@@ -271,6 +287,8 @@ def main() -> None:
     profiles = {} if a.no_profile else {m: _run_child(a, m, profile=True)["profile"] for m in a.methods if m in OURS}
     for m, prof in profiles.items():
         print(f"profile of {m}, {prof['steps']} decode steps:", [(o["op"], o["share"]) for o in prof["ops"]], flush=True)
+        print(f"profile of {m}, prefill of {prof['prefill_tokens']} tokens:",
+              [(o["op"], o["share"]) for o in prof["prefill_ops"]], flush=True)
     summary, targets, bw = summarize(runs, a.methods)
     print("summary:", json.dumps(summary, indent=1), "\ntargets:", json.dumps(targets, indent=1), flush=True)
     if a.tiny:
@@ -278,7 +296,7 @@ def main() -> None:
         return
     from common import record
 
-    record("cpu_vs_llamacpp", {"checkpoint": "random bf16, ModelArgs.mistral_7b() shapes (benchmarks/cpu_7b.py)",
+    record(a.name, {"checkpoint": "random bf16, ModelArgs.mistral_7b() shapes (benchmarks/cpu_7b.py)",
                                "gguf": "checkpoint.gguf.convert_to_gguf: blocks' matrices in the format, embedding "
                                        "and output head BF16", "prompt_tokens": a.prompt, "new_tokens": a.new,
                                "threads": a.threads, "rounds": a.rounds, "reps": a.reps, "read_gb_per_s": bw,

@@ -11,8 +11,9 @@ from mistral_nb import load_model, save_checkpoint
 from mistral_nb.costs import QUANTIZED_FORMATS, model_nbytes, weights_nbytes
 from mistral_nb.speed import int4pack
 from mistral_nb.speed.gptq import gptq_quantize, quantize_model_gptq
-from mistral_nb.speed.int4 import (INT4_KERNEL_MAX_ROWS, INT4_MODES, Int4Linear, dequantize_int4, int4_kernel_used,
-                                   quantize_int4, quantize_model_int4)
+from mistral_nb.speed import int4 as int4_module
+from mistral_nb.speed.int4 import (INT4_KERNEL_MAX_ROWS, INT4_MODES, Int4Linear, dequantize_dtype, dequantize_int4,
+                                   int4_kernel_used, quantize_int4, quantize_model_int4)
 
 needs_kernel = pytest.mark.skipif(int4pack.kernel_layout() is None,
                                   reason="this PyTorch build has no int4 CPU kernel (_weight_int4pack_mm_for_cpu)")
@@ -110,6 +111,21 @@ def test_many_rows_path_equals_the_kernel():
     x = torch.randn(7, 256, generator=torch.Generator().manual_seed(0))
     kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, layer.qweight, 32, layer.scales_and_zeros)
     assert torch.allclose(layer._dequantized_matmul(x), kernel, rtol=1e-4, atol=1e-6)
+
+
+@needs_kernel
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_many_rows_bf16_computes_in_float32_without_bf16_kernels(monkeypatch, native_bf16):
+    # Without oneDNN bf16 (AVX2), the (in, out) bf16 product is PyTorch's slow generic loop: float32 instead.
+    monkeypatch.setattr(int4_module, "pack_available", lambda: native_bf16)
+    assert dequantize_dtype(torch.bfloat16) == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert dequantize_dtype(torch.float32) == torch.float32
+    w, layer = _layer(128, 256, 32, False)
+    x = torch.randn(200, 256, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    y = layer(x)                                                              # 200 rows: the dequantize path
+    assert not int4_kernel_used(layer, x, 200) and y.dtype == torch.bfloat16
+    exact = x.float() @ layer.float_weight(torch.float32).T
+    assert rel_err(y.float(), exact) < (1e-2 if native_bf16 else 4e-3)      # float32: one rounding, at the end
 
 
 def test_state_dict_holds_portable_nibbles_and_round_trips():

@@ -265,12 +265,13 @@ def _trained_path():
     return recorded_checkpoint("experiments/results/english_swa")
 
 
-def test_trained_model_loads_in_mistral_layout_and_matches_transformers(tmp_path):
+@pytest.mark.parametrize("name,corpus", [("english_swa", "v1"), ("english_v2_swa", "v2")])
+def test_trained_model_loads_in_mistral_layout_and_matches_transformers(tmp_path, name, corpus):
     from transformers import MistralForCausalLM
 
     from mistral_nb import Tokenizer, save_checkpoint
 
-    path = _trained_path()
+    path = recorded_checkpoint(f"experiments/results/{name}")
     assert (path / "params.json").is_file()
     model = load_model(path)
     a = model.args
@@ -278,7 +279,7 @@ def test_trained_model_loads_in_mistral_layout_and_matches_transformers(tmp_path
     save_checkpoint(model, tmp_path / "hf", layout="hf")
     hf = MistralForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     tok = Tokenizer.mistral_v1()
-    text = load_documents("val")[3]
+    text = load_documents("val", corpus=corpus)[3]
     ids = torch.tensor([tok.encode(text, bos=True)[:3 * a.sliding_window + 5]])   # across the window, 3 times
     with torch.no_grad():
         ours, ref = model(ids), hf(ids).logits.float()

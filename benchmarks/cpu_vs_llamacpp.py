@@ -218,6 +218,24 @@ def summarize(runs: list, methods) -> tuple[dict, dict, float]:
 
 
 # ----------------------------------------------------------------------------- the driver
+def earlier_record(a) -> dict:
+    """The record ``--append`` adds rounds to, refused (SystemExit, naming why) unless it was made with the
+    same prompt, decode steps, threads and repetitions, on a CPU of the same model."""
+    from common import RESULTS, machine
+
+    path = RESULTS / f"{a.name}.json"
+    if not path.is_file():
+        sys.exit(f"cpu_vs_llamacpp: --append: no record {path.name} to add rounds to")
+    prior = json.loads(path.read_text())
+    for key, ours in (("prompt_tokens", a.prompt), ("new_tokens", a.new), ("threads", a.threads), ("reps", a.reps)):
+        if prior.get(key) != ours:
+            sys.exit(f"cpu_vs_llamacpp: --append: {path.name} has {key} = {prior.get(key)}, this run {ours}")
+    if prior["machine"].get("cpu") != machine().get("cpu"):
+        sys.exit(f"cpu_vs_llamacpp: --append: {path.name} was recorded on another CPU ({prior['machine'].get('cpu')})")
+    return prior
+
+
+
 def _run_child(a, method: str, profile: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--dir", str(a.dir), "--prompt", str(a.prompt), "--new",
            str(a.new), "--reps", str(a.reps), "--threads", str(a.threads)] + (["--profile"] if profile else [])
@@ -243,6 +261,8 @@ def parse_args():
     p.add_argument("--no-profile", action="store_true", help="skip the profile of our decode step")
     p.add_argument("--name", default="cpu_vs_llamacpp",
                    help="the record: benchmarks/results/NAME.json (one per machine kind: cpu_vs_llamacpp_avx2 for AVX2)")
+    p.add_argument("--append", action="store_true",
+                   help="add --rounds rounds to the existing record NAME (same settings, same CPU), numbered after its own")
     p.add_argument("--tiny", action="store_true", help="smoke test: a 2-layer model, --dir required, nothing recorded")
     p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
@@ -276,15 +296,21 @@ def main() -> None:
     free = available_ram()
     if free is not None and free < 16 * GB and not a.tiny:
         sys.exit(f"cpu_vs_llamacpp: {free / GB:.1f} GB of RAM free; the bf16 model needs ~16 GB")
+    prior = earlier_record(a) if a.append else {}
+    if prior:
+        a.methods = list(prior["summary"])
     write_checkpoint(a.dir, a.tiny)
     convert(a.dir, [LLAMA[m] for m in a.methods if m in LLAMA])
     runs = []
-    for r in range(a.rounds):
+    first = 1 + max(x["round"] for x in prior["runs"]) if prior else 0
+    for r in range(first, first + a.rounds):
         for method in a.methods:
             res = {**_run_child(a, method), "round": r}
             runs.append(res)
             print({k: v for k, v in res.items() if k not in ("greedy_tokens",)}, flush=True)
-    profiles = {} if a.no_profile else {m: _run_child(a, m, profile=True)["profile"] for m in a.methods if m in OURS}
+    runs = prior.get("runs", []) + runs
+    profiles = ({} if a.no_profile else {m: _run_child(a, m, profile=True)["profile"] for m in a.methods if m in OURS}) \
+        or prior.get("profiles", {})
     for m, prof in profiles.items():
         print(f"profile of {m}, {prof['steps']} decode steps:", [(o["op"], o["share"]) for o in prof["ops"]], flush=True)
         print(f"profile of {m}, prefill of {prof['prefill_tokens']} tokens:",
@@ -299,7 +325,8 @@ def main() -> None:
     record(a.name, {"checkpoint": "random bf16, ModelArgs.mistral_7b() shapes (benchmarks/cpu_7b.py)",
                                "gguf": "checkpoint.gguf.convert_to_gguf: blocks' matrices in the format, embedding "
                                        "and output head BF16", "prompt_tokens": a.prompt, "new_tokens": a.new,
-                               "threads": a.threads, "rounds": a.rounds, "reps": a.reps, "read_gb_per_s": bw,
+                               "threads": a.threads, "rounds": first + a.rounds, "reps": a.reps, "read_gb_per_s": bw,
+                               **({"earlier_commands": prior.get("earlier_commands", []) + [prior["command"]]} if prior else {}),
                                "summary": summary, "targets": targets, "profiles": profiles, "runs": runs})
 
 

@@ -119,3 +119,12 @@ def test_quant_quality_script_runs_in_smoke_mode():
                  "ggml Q4_0 rounding, head float"):
         assert f"{name}: {{'tokens'" in done.stdout, name
     assert "nothing recorded" in done.stdout
+
+
+@pytest.mark.parametrize("extra,message", [(["--name", "no_such_record"], "no record no_such_record.json"),
+                                           (["--reps", "5"], "has reps = 2, this run 5")])
+def test_cpu_vs_llamacpp_append_refuses_a_record_it_cannot_extend(tmp_path, extra, message):
+    done = subprocess.run([sys.executable, "benchmarks/cpu_vs_llamacpp.py", "--tiny", "--dir", str(tmp_path), "--append",
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and message in done.stderr, done.stderr[-2000:]
+    assert not any(tmp_path.iterdir())                                  # refused before writing anything

@@ -249,3 +249,10 @@ def test_chapter_10_code_exercises():
                  for skip in (("output",), ())]
     assert is_correct("10.5", tuple(flips)) and not is_correct("10.5", (flips[0] + 1, flips[1]))
     assert flips[1] >= flips[0] > 0
+
+
+def test_int4_kernel_row_limits_are_the_recorded_crossovers():
+    from mistral_nb.book.results import load_recorded
+
+    recorded = load_recorded("benchmarks/results/int4_linear.json")["int4_kernel_max_rows"]
+    assert {str(k).removeprefix("torch."): v for k, v in INT4_KERNEL_MAX_ROWS.items()} == recorded

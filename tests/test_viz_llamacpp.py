@@ -17,6 +17,7 @@ def test_side_by_side_bars_and_ceilings():
     assert [t.get_text() for t in decode.get_xticklabels()] == ["bf16", "4-bit"]
     assert sorted(t.get_text() for t in prefill.texts) == ["10.0", "20.0", "27.0", "30.0"]
     assert len(decode.collections) == 2 and decode.get_ylim()[1] > 6.5          # ceilings drawn, in view
+    assert decode.get_legend() is not None and prefill.get_legend() is None       # one legend, off the tall bars
     plt.close("all")
 
 

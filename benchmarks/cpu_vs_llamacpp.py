@@ -235,7 +235,6 @@ def earlier_record(a) -> dict:
     return prior
 
 
-
 def _run_child(a, method: str, profile: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--dir", str(a.dir), "--prompt", str(a.prompt), "--new",
            str(a.new), "--reps", str(a.reps), "--threads", str(a.threads)] + (["--profile"] if profile else [])

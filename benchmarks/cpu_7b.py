@@ -269,7 +269,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Cost: 14.5 GB of disk for the random checkpoint (written once, kept in --dir), about 16 GB of "
-               "free RAM, and about an hour and a half on 2 cores for the default 2 rounds x 5 methods (each loads the "
+               "free RAM, and about 20 minutes on 2 Zen 5 cores (2026-12-04) for the default 2 rounds x 5 methods (each loads the "
                "7B model in a fresh process; the compiled one compiles it first). Overwrites the committed benchmarks/results/cpu_7b.json (not with "
                "--tiny). Nothing else should run meanwhile.")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the random 7B checkpoint is (written once)")

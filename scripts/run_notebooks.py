@@ -4,8 +4,10 @@
 
 Cells tagged ``gpu`` run too: they begin with ``if cuda_or_explain():`` and on a CPU only print why
 they do nothing. Widget state is stored so the book can render widgets without a kernel, and each
-notebook's wall time is printed (never saved into it). The exercises' solutions are then saved without
-output and collapsed for Jupyter and Colab (``mistral_nb.book.solutions.hide_solutions``).
+notebook's wall time is printed (never saved into it). Consecutive pieces of one stream are joined (a
+busy machine flushes a cell's print in several pieces), so the committed outputs do not depend on the
+load. The exercises' solutions are then saved without output and collapsed for Jupyter and Colab
+(``mistral_nb.book.solutions.hide_solutions``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ from nbclient import NotebookClient
 from mistral_nb.book.solutions import hide_solutions
 
 
+def join_streams(outputs: list) -> list:
+    """Consecutive stream outputs of the same name (stdout, stderr) joined into one, in order."""
+    joined = []
+    for out in outputs:
+        if (joined and out.get("output_type") == "stream" and joined[-1].get("output_type") == "stream"
+                and joined[-1]["name"] == out["name"]):
+            joined[-1]["text"] += out["text"]
+        else:
+            joined.append(out)
+    return joined
+
+
 def run(path: Path, timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
@@ -31,6 +45,8 @@ def run(path: Path, timeout: int = 600) -> float:
     elapsed = time.perf_counter() - t0
     for cell in nb.cells:           # keep the committed notebook free of machine-dependent metadata
         cell.get("metadata", {}).pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = join_streams(cell.outputs)
     hide_solutions(nb)
     nbformat.write(nb, path)
     return elapsed

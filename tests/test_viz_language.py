@@ -70,3 +70,12 @@ def test_decode_vs_ceiling_bars_and_ceilings():
     assert [p.get_height() for p in ax.patches] == [1.0, 1.9]
     texts = [t.get_text() for t in ax.texts]
     assert "ceiling 1.60" in texts and any("63% of ceiling" in t for t in texts)
+
+
+def test_decode_vs_ceiling_a_bar_past_its_ceiling_keeps_both_labels_apart():
+    summary = {"ours_bf16": {"decode_tokens_per_s": 1.0, "ceiling_tokens_per_s": 1.6},
+               "ours_bf16_packed": {"decode_tokens_per_s": 1.8, "ceiling_tokens_per_s": 1.6}}
+    ax = viz.plot_decode_vs_ceiling(summary)
+    ceiling = {t.get_position()[0]: t for t in ax.texts if t.get_text().startswith("ceiling")}
+    assert ceiling[0].get_va() == "bottom" and ceiling[1].get_va() == "top"      # under the line where the bar passes it
+    assert ax.get_ylim()[1] >= 1.8 * 1.25

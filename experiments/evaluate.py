@@ -6,13 +6,16 @@
     python experiments/evaluate.py --quick          # smoke test: 12 items per task, nothing recorded
 
 ``evaluate`` writes ``experiments/results/evals.json``: for each model present among
-``english_v2_swa`` (the specimen of ``train_english_v2.py``, corpus v2; once trained), ``english_v2_full`` (its full-attention
-twin) and ``english_swa`` (the 21.5 M-parameter model of chapter 12, corpus v1), and for unigram and
-bigram baselines fitted on corpus v2's training split: every task 0-shot and 3-shot (the rolling
-task 0-shot only) with standard errors and 95 % intervals, the prompt-format variants of the
-multiple-choice tasks, and (for
-``english_swa``, whose training text shares documents with corpus v2's validation split) accuracy on
-the items whose text it was trained on against the others. Settings: inputs of at most 512 tokens
+``english_v2_swa`` (chapter 12's model, trained by ``train_english_v2.py`` on corpus v2),
+``english_v2_full`` (its full-attention twin, once trained) and ``english_swa`` (the book's first
+English model, 21.5 M parameters, corpus v1), and for unigram and bigram baselines fitted on corpus
+v2's training split: every task 0-shot and 3-shot (the rolling task 0-shot only) with standard
+errors and 95 % intervals, the prompt-format variants of the multiple-choice tasks, accuracy on the
+items whose whole text occurs verbatim in the model's training split against the others
+(``english_swa``'s training text, corpus v1, shares documents with corpus v2's validation split; a v2
+model's training documents are disjoint from it), and 0-shot accuracy on items cut the same way
+from the model's own training documents against the task's items from the same sources (corpus
+v1's three for ``english_swa``, all of them for a v2 model). Settings: inputs of at most 512 tokens
 (the models' training context), batches of 8, lm-eval's few-shot seed 1234; 3 examples fit 512 tokens.
 0-shot runs score every item; 3-shot runs and the prompt-format variants the first 200 (this CPU
 is shared). Bits per byte: the rolling task, 100 validation documents (their first 4,000 characters).
@@ -21,7 +24,8 @@ is shared). Bits per byte: the rolling task, 100 validation documents (their fir
 log-likelihoods lm-eval's own ``HFLM`` (the same weights as transformers' MistralForCausalLM) and
 ``MistralLM`` give on the same requests of every task, and whether their metrics agree.
 
-Both run niced on a shared CPU for about 20 minutes per model (1,171 s for english_swa on one thread); ``--threads`` sets torch's threads.
+On one thread of a shared 2-core CPU, ``evaluate`` took 777 s for english_v2_swa and 1,171 s for english_swa,
+``equality`` 444 s; ``--threads`` sets torch's threads.
 """
 
 from __future__ import annotations
@@ -138,7 +142,8 @@ def contamination(tasks: dict, results: dict, corpus: str = "v1") -> dict:
 
 def memorization(scorer, tasks: dict, limit, corpus: str = "v1") -> dict:
     """0-shot accuracy on items cut (as build_tasks.py cuts them) from the model's own *training*
-    documents, against the task's items from the same sources whose text it never saw."""
+    documents, against the task's items from the same sources whose text it never saw (corpus v1
+    has three of corpus v2's sources; a v2 model was trained on all of them)."""
     import dataclasses
     import random
 
@@ -147,6 +152,7 @@ def memorization(scorer, tasks: dict, limit, corpus: str = "v1") -> dict:
 
     train = load_documents("train", corpus=corpus)
     seen_text = "\n\x1e\n".join(train)
+    sources = V1_SOURCES if corpus == "v1" else {d["source"] for d in tasks["mnb_next_sentence"].docs}
     n, rnd, out = min(limit or FEW_ITEMS, FEW_ITEMS), random.Random(B.SEED), {}
     makers = {"mnb_next_sentence": B.next_sentence_items, "mnb_cloze": B.cloze_items}
     for name, make in makers.items():
@@ -154,7 +160,7 @@ def memorization(scorer, tasks: dict, limit, corpus: str = "v1") -> dict:
         fields = B.FIELDS["cloze" if name == "mnb_cloze" else "next_sentence"]
         rows = [{k: it[k] for k in fields} for it in make(train, list(range(len(train))), n, rnd)]
         seen = evaluate(scorer, dataclasses.replace(task, docs=rows), num_fewshot=0)
-        unseen_docs = [d for d in task.docs if d["source"] in V1_SOURCES and item_text(task, d) not in seen_text][:n]
+        unseen_docs = [d for d in task.docs if d["source"] in sources and item_text(task, d) not in seen_text][:n]
         unseen = evaluate(scorer, dataclasses.replace(task, docs=unseen_docs), num_fewshot=0)
         out[name] = {label: {"n": r["n"], "acc": _r(r["acc"]), "acc_ci95": _r(r["acc_ci95"])}
                      for label, r in (("training documents", seen), ("unseen, same sources", unseen))}
@@ -185,9 +191,8 @@ def evaluate_model(name: str, tok, tasks: dict, limit) -> dict:
            "tasks": run_tasks(scorer, tasks, limit),
            "prompt_formats": prompt_formats(scorer, tasks, limit)}
     rec["tasks"]["mnb_val_rolling"]["0-shot"].update(bos_term(scorer, tok, rec["tasks"]["mnb_val_rolling"]["0-shot"]))
-    if MODELS[name] == "v1":
-        rec["contamination"] = contamination(tasks, rec["tasks"])
-        rec["memorization"] = memorization(scorer, tasks, limit)
+    rec["contamination"] = contamination(tasks, rec["tasks"], corpus=MODELS[name])
+    rec["memorization"] = memorization(scorer, tasks, limit, corpus=MODELS[name])
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
@@ -227,7 +232,8 @@ def record_evaluation(names: list, quick: bool, threads: int) -> None:
     for name in names:
         models[name] = evaluate_model(name, tok, tasks, limit)
     command = "python experiments/evaluate.py" + (f" --models {' '.join(names)}" if names else "") + f" --threads {threads}"
-    record = {"commands": old.get("commands", []) + [{"command": command, "models": names, "machine": machine_info()}],
+    kept = [c for c in old.get("commands", []) if not set(c["models"]) <= set(names)]   # a re-run supersedes its entry
+    record = {"commands": kept + [{"command": command, "models": names, "machine": machine_info()}],
               "settings": SETTINGS, "tasks": task_info(tasks),
               "models": {n: models[n] for n in MODELS if n in models},
               "baselines": old.get("baselines") or evaluate_baselines(tok, tasks, limit)}

@@ -1,6 +1,6 @@
 """lm-eval's own HFLM against MistralLM on every task of experiments/eval_tasks (``evaluate.py equality``).
 
-The model of chapter 12 (experiments/results/english_swa) runs twice through
+The model of chapter 12 (experiments/results/english_v2_swa) runs twice through
 ``lm_eval.simple_evaluate``: as transformers' MistralForCausalLM under lm-eval's ``HFLM`` (Mistral's
 tokenizer through transformers' ``MistralCommonBackend``), and as ``mistral_nb.Transformer`` under
 ``MistralLM``. Recorded in ``experiments/results/evals_equality.json``: per task and shot count, the
@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 from mistral_nb import Tokenizer, load_model  # noqa: E402
 from mistral_nb.book.results import machine_info  # noqa: E402
 
-MODEL, MAX_LENGTH, LIMIT, BATCH = "english_swa", 512, 60, 8
+MODEL, MAX_LENGTH, LIMIT, BATCH = "english_v2_swa", 512, 60, 8
 DISCRETE = ("acc", "acc_norm", "exact_match")
 RUNS = [("mnb_next_sentence", 0), ("mnb_next_sentence", 3), ("mnb_sentence_order", 0), ("mnb_sentence_order", 3),
         ("mnb_cloze", 0), ("mnb_cloze", 3), ("mnb_cloze_gen", 0), ("mnb_cloze_gen", 3), ("mnb_val_rolling", 0)]

@@ -2,11 +2,12 @@
 
     python experiments/finetune.py                 # every run, recorded: experiments/results/finetune.json
     python experiments/finetune.py --quick         # smoke test: a few steps, tiny data, nothing recorded
-    python experiments/finetune.py --specimen experiments/results/english_v2_swa   # another recorded model
+    python experiments/finetune.py --specimen experiments/results/english_swa   # another recorded model
 
 The data are instructions computed from corpus v2 (``mistral_nb.training.instructions``): training
 instructions from training documents, held-out ones from validation documents. Every run starts from
-the specimen (chapter 12's model by default; ``--specimen`` takes another) and is scored on the
+the specimen (``english_v2_swa``, trained on corpus v2 by ``train_english_v2.py``, whose training
+documents are disjoint from its validation documents; ``--specimen`` takes another) and is scored on the
 held-out instructions by exact match of its greedy answer, asked 0-shot in the chat format. Each run
 is a child process of its own (``--child NAME``), so its peak resident memory is its own.
 
@@ -49,7 +50,7 @@ from mistral_nb.training.instructions import Instruction, conversation, exact_ma
 from mistral_nb.training.sft import encode_example, fit, sft_batches, sft_loss  # noqa: E402
 
 RESULTS, RUNS_DIR = HERE / "results", HERE / ".runs"
-SPECIMEN = "experiments/results/english_swa"   # chapter 12's model (corpus v1), as recorded
+SPECIMEN = "experiments/results/english_v2_swa"   # the model of train_english_v2.py (corpus v2), as recorded
 ALL_LINEAR = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 DATA = dict(train_per_task=600, val_per_task=40, seed=0, val_seed=1)
 SFT = dict(seq_len=128, batch_size=8, steps=120, seed=0)

@@ -57,7 +57,7 @@ def _expected():
     read = weights_read_per_token(M7)
     asked, beyond = sum(19 - p for p in range(5)), sum(max(0, 13 - p) for p in range(5))
     cp = 0x1F99C
-    english = ModelArgs.from_params_json(recorded_path("experiments/results/english_swa/params.json"))
+    english = ModelArgs.from_params_json(recorded_path("experiments/results/english_v2_swa/params.json"))   # chapter 12's model
 
     def tied_share(args):
         counts = parameter_counts(args)
@@ -67,8 +67,8 @@ def _expected():
     m7_bytes = 2 * M7.n_layers * M7.dim * 2                          # (wk, wv) x layers x dim x bf16, per row
     kv_bytes = parallel.rank_kv_cache_bytes(M7, 2, seq_len=1)
     tok = Tokenizer.mistral_v1()
-    bigram = BigramLM(tok.vocab_size, ignore_ids=(tok.bos_id,)).fit(
-        TokenStream.from_documents(load_documents("train"), tok).ids)
+    train_v2 = TokenStream.from_documents(load_documents("train", corpus="v2"), tok)
+    bigram = BigramLM(tok.vocab_size, ignore_ids=(tok.bos_id,)).fit(train_v2.ids)
     united, the, states = (tok.piece_to_id(p) for p in ("▁United", "▁the", "▁States"))
     return {
         "01.1": [28705] + [3 + b for b in chr(cp).encode("utf-8")],
@@ -109,11 +109,12 @@ def _expected():
         "11.2": math.ceil(19 / 3),
         "11.3": beyond / asked * math.log(16),
         "11.4": (receptive_field(1, 8), receptive_field(2, 4)),
-        "12.1": (receptive_field(6, 32), 512 - receptive_field(6, 32) - 1),
-        "12.2": (math.log(2), load_recorded("experiments/results/english.json")["loss_nats"]["bigram"] - math.log(4)),
+        "12.1": (receptive_field(english.n_layers, 32), 512 - receptive_field(english.n_layers, 32) - 1),
+        "12.2": (math.log(2),
+                 load_recorded("experiments/results/english_v2.json")["held_out"]["val"]["loss_nats"]["bigram"] - math.log(4)),
         "12.3": (tied_share(english), tied_share(M7)),
         "12.4": (float(bigram.probs(united)[states]), float(bigram.probs(the)[states])),
-        "12.5": _miniature_losses(tok, (8, 32)),
+        "12.5": _miniature_losses(tok, (8, 32), train_v2),
         "13.1": ((wk16[2] - wk16[1]) * m7_bytes, M7.n_kv_heads * M7.head_dim // 16 * m7_bytes),
         "13.2": ([r for r in range(4) if parallel.Partition(ModelArgs.tiny(), 4).kv_group(r) == 0],
                  parallel.Partition(ModelArgs.tiny(), 4).local_args().n_kv_heads),
@@ -135,7 +136,7 @@ def _chapter_14():
 
     tok = Tokenizer.mistral_v1()
     task = read_book_task("mnb_next_sentence")
-    live = evaluate(Scorer(load_model(recorded_checkpoint("experiments/results/english_swa")), tok, max_length=512),
+    live = evaluate(Scorer(load_model(recorded_checkpoint("experiments/results/english_v2_swa")), tok, max_length=512),
                     task, num_fewshot=0, limit=40)
 
     def per_token_pick(doc, lls):
@@ -188,14 +189,13 @@ def _ranks_agree_when_sampling():
     return tuple(agree)
 
 
-def _miniature_losses(tok, windows):
-    """Chapter 12's live miniature, trained as the chapter trains it, once per window: held-out losses."""
+def _miniature_losses(tok, windows, train_stream):
+    """Chapter 12's live miniature, trained as the chapter trains it (corpus v2), once per window: held-out losses."""
     from mistral_nb.evals.language import mean_loss
     from mistral_nb.training.loop import seeded_model, train
 
     torch.set_num_threads(1)
-    train_stream = TokenStream.from_documents(load_documents("train"), tok)
-    val_small = TokenStream.from_documents(load_documents("val"), tok).windows(64, max_windows=64)
+    val_small = TokenStream.from_documents(load_documents("val", corpus="v2"), tok).windows(64)[::176][:64]
     out = []
     for w in windows:
         args = ModelArgs(dim=64, n_layers=2, head_dim=16, hidden_dim=224, n_heads=4, n_kv_heads=2,

@@ -10,7 +10,8 @@ import torch
 from helpers import rel_err
 from mistral_nb import ModelArgs, load_model
 from mistral_nb.training.corpus import TokenStream, load_documents
-from mistral_nb.evals.language import cached_logits, loss_by_context, loss_by_position, mean_loss, per_token_losses
+from mistral_nb.evals.language import (cached_logits, loss_by_context, loss_by_position, mean_loss, per_token_losses,
+                                       repeats_a_phrase)
 from mistral_nb.evals.heads import (attention_by_distance, first_token_scores, induction_scores,
                                     previous_token_scores, repeated_random_tokens, top_heads)
 from mistral_nb.evals.ngram import BigramLM, UnigramLM, uniform_loss
@@ -222,6 +223,19 @@ def test_cached_logits_equal_the_full_forward_far_past_the_window():
     full = model(ids[None])[0, 8:]
     assert cached.shape == full.shape == (22, V)
     assert rel_err(cached, full) < 1e-5
+
+
+def test_repeats_a_phrase_finds_a_decoding_loop():
+    assert repeats_a_phrase("the following example shows the following example shows it.")
+    assert not repeats_a_phrase("The following example shows how the following code runs.")   # only two words repeat
+    assert repeats_a_phrase("the following example", n_words=1) is False
+    assert repeats_a_phrase("a b a", n_words=1) and not repeats_a_phrase("a b a", n_words=2)
+    assert repeats_a_phrase("one  two\nthree one two\tthree", n_words=3)                   # any whitespace
+    assert not repeats_a_phrase("") and not repeats_a_phrase("too short", n_words=4)
+    with pytest.raises(TypeError, match="must be a str"):
+        repeats_a_phrase(["a", "b"])
+    with pytest.raises(ValueError, match="n_words"):
+        repeats_a_phrase("a b", n_words=0)
 
 
 # ------------------------------------------------------------------ head scores

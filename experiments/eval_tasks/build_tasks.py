@@ -4,7 +4,8 @@
 
 Nothing is written by hand: every item is cut out of a validation document of
 ``experiments/corpus_v2`` (``mistral_nb.training.corpus.load_documents("val", corpus="v2")``), text
-that no model of this book was trained on. The documents are split (seeded) into *test documents*,
+that the models trained on corpus v2 never saw (corpus v1's training split shares some documents with
+it: ``experiments/evaluate.py`` measures that contamination for ``english_swa``). The documents are split (seeded) into *test documents*,
 from which the items are made, and *few-shot documents*, from which the solved examples of k-shot
 prompts are made, so an example never comes from the document of the item it precedes.
 

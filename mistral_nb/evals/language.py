@@ -9,6 +9,8 @@ All losses are next-token cross-entropies in nats over windows of S + 1 token id
   with position; one that cannot see beyond some distance flattens out there.
 * ``loss_by_context``: the loss on the same targets when the model is given only the last c tokens
   before them, for several c: where the curve stops falling, the extra context stops helping.
+* ``repeats_a_phrase``: whether a generated text says the same few words twice, the mark of a
+  greedy decoding loop.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from ..training.checks import as_count, check_id_tensor, check_ignore_ids
 from ..training.loop import next_token_loss
 
-__all__ = ["per_token_losses", "mean_loss", "loss_by_position", "loss_by_context", "cached_logits"]
+__all__ = ["per_token_losses", "mean_loss", "loss_by_position", "loss_by_context", "cached_logits", "repeats_a_phrase"]
 
 
 @torch.no_grad()
@@ -125,3 +127,14 @@ def cached_logits(model, ids: torch.Tensor, prompt_len: int, window: Optional[in
     for t in ids[prompt_len:]:
         out.append(model(t.view(1, 1), cache=cache)[:, -1])
     return torch.cat(out)
+
+
+def repeats_a_phrase(text: str, n_words: int = 4) -> bool:
+    """True when some run of ``n_words`` consecutive words (split on whitespace) occurs twice in
+    ``text``: the mark of a decoding loop ("the following example shows the following example shows")."""
+    if not isinstance(text, str):
+        raise TypeError(f"repeats_a_phrase: text must be a str, got {type(text).__name__}")
+    n_words = as_count("repeats_a_phrase", "n_words", n_words, 1)
+    words = text.split()
+    phrases = [tuple(words[i:i + n_words]) for i in range(len(words) - n_words + 1)]
+    return len(phrases) != len(set(phrases))

@@ -169,6 +169,57 @@ def int8_checks(model, val_stream, tok, quick: bool) -> dict:
     return out
 
 
+def compare(quick: bool) -> None:
+    """The specimen (window 64) against its full-attention twin, trained on the same batches: every
+    scored target of both held-out sets, loss by position over all of them, loss by context on windows
+    spread over the whole validation split, and training loss. Writes ``english_v2_window_vs_full.json``."""
+    t0 = time.perf_counter()
+    tok, bos = Tokenizer.mistral_v1(), Tokenizer.mistral_v1().bos_id
+    models = {name: load_model(model_dir(name)) for name in WINDOWS}        # the committed models, also --quick
+    out = {"command": "python experiments/train_english_v2.py compare", "machine": machine_info(), "seq_len": SEQ_LEN,
+           "windows": {n: m.args.sliding_window for n, m in models.items()}, "held_out": {}}
+    for split in ("val", "ood"):
+        windows = stream(split, tok).windows(SEQ_LEN, max_windows=8 if quick else None)   # (n, S + 1)
+        rec = {"windows": int(windows.shape[0]), "loss_nats": {}, "loss_by_position": {}, "loss_below_window": {},
+               "loss_from_window": {}}
+        per_window = {}
+        for name, model in models.items():
+            loss, keep = per_token_losses(model, windows, ignore_ids=(bos,))      # (n, S) each
+            rec["loss_nats"][name] = round(float(loss[keep].double().mean()), 4)
+            rec["loss_by_position"][name] = _r((loss * keep).double().sum(0) / keep.sum(0).clamp(min=1))
+            w = WINDOWS["swa"]
+            rec["loss_below_window"][name] = round(float(loss[:, :w][keep[:, :w]].double().mean()), 4)
+            rec["loss_from_window"][name] = round(float(loss[:, w:][keep[:, w:]].double().mean()), 4)
+            per_window[name] = (loss * keep).double().sum(1) / keep.sum(1).clamp(min=1)   # (n,)
+            print(split, name, rec["loss_nats"][name], flush=True)
+        d = per_window["swa"] - per_window["full"]                                   # paired, window by window
+        rec["scored_targets"] = int((windows[:, 1:] != bos).sum())
+        rec["swa_minus_full_per_window"] = {"mean": round(float(d.mean()), 4),
+                                            "standard_error": round(float(d.std() / math.sqrt(len(d))), 4),
+                                            "share_where_swa_is_lower": round(float((d < 0).double().mean()), 4)}
+        out["held_out"][split] = rec
+    val = stream("val", tok).windows(SEQ_LEN)
+    pick = torch.linspace(0, len(val) - 1, 8 if quick else N_CONTEXT_WINDOWS).round().long()
+    contexts = [c for c in CONTEXTS if c + N_CONTEXT_TARGETS - 1 <= SEQ_LEN]
+    out["loss_by_context"] = {"contexts": contexts, "n_targets": N_CONTEXT_TARGETS, "n_windows": len(pick),
+                              "windows": "spread evenly over the validation split"}
+    for name, model in models.items():
+        out["loss_by_context"][name] = _r(loss_by_context(model, val[pick], contexts, N_CONTEXT_TARGETS, ignore_ids=(bos,)))
+        print(name, "loss by context:", dict(zip(contexts, out["loss_by_context"][name])), flush=True)
+    train_stream = stream("train", tok)
+    gen = torch.Generator().manual_seed(1)                       # the same windows as analyze()
+    starts = torch.randint(0, len(train_stream) - SEQ_LEN - 1, (8 if quick else TRAIN_WINDOWS,), generator=gen)
+    train_windows = train_stream.ids[starts[:, None] + torch.arange(SEQ_LEN + 1)]
+    out["train_loss_nats"] = {k: round(_mean_loss(m, train_windows, bos), 4) for k, m in models.items()}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    if quick:
+        print(json.dumps({k: v for k, v in out.items() if k != "held_out"})[:1500])
+        print("quick run: nothing recorded")
+        return
+    (RESULTS / "english_v2_window_vs_full.json").write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    print("recorded experiments/results/english_v2_window_vs_full.json")
+
+
 def analyze(quick: bool) -> None:
     from mistral_nb.evals.language import cached_logits
 

@@ -2,7 +2,8 @@
 
     python experiments/train_english_v2.py train swa     # the specimen: sliding window 64, ~45 min on 2 cores
     python experiments/train_english_v2.py train full    # its twin: full attention, the same batches and budget
-    python experiments/train_english_v2.py analyze       # baselines on two held-out sets, samples, heads (~15 min)
+    python experiments/train_english_v2.py analyze       # baselines on two held-out sets, samples, heads (~30 min)
+    python experiments/train_english_v2.py compare       # the specimen against its full-attention twin
     python experiments/train_english_v2.py train swa --quick   # smoke test: a few steps, nothing recorded
 
 Cost: the recorded run of ``swa`` took 44 minutes of training steps (2,791 tokens/s) on 2 threads of an AMD EPYC
@@ -11,7 +12,8 @@ instructions (AVX2 only) days (see the warning it prints). RAM about 4 GB while 
 committed model is 47 MB (bf16); the training state in experiments/.runs/ (not committed) about
 300 MB per model. A run resumes from its training state when started again with the same settings.
 ``train`` overwrites the committed results of its model (``experiments/results/english_v2_{swa,full}``
-and ``english_v2_train_*.json``); ``analyze`` overwrites ``experiments/results/english_v2.json``.
+and ``english_v2_train_*.json``); ``analyze`` overwrites ``experiments/results/english_v2.json``, ``compare``
+``experiments/results/english_v2_window_vs_full.json``.
 
 The model is ``mistral_nb.Transformer`` (the class of Mistral 7B) with Mistral's tokenizer, trained
 on ``experiments/corpus_v2`` (train split only) with ``mistral_nb.training.loop.train``, with the
@@ -138,7 +140,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("stage", choices=["train", "analyze"])
+    p.add_argument("stage", choices=["train", "analyze", "compare"])
     p.add_argument("model", nargs="?", choices=sorted(WINDOWS), default="swa", help="with 'train': which model (default swa)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="torch CPU threads (default: all cores; the recorded runs used 1, on a core of their own)")
@@ -147,6 +149,10 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     if a.stage == "train":
         run_training(a.model, a.quick)
+    elif a.stage == "compare":
+        from experiments.english_v2_analysis import compare
+
+        compare(a.quick)
     else:
         from experiments.english_v2_analysis import analyze
 

@@ -56,7 +56,7 @@ def test_cpu_7b_script_runs_in_smoke_mode(tmp_path):
 
 
 def test_long_running_scripts_say_what_they_cost():
-    for script, words in (("benchmarks/cpu_7b.py", ("14.5 GB of disk", "16 GB", "hour", "Overwrites", "(default: 2)")),
+    for script, words in (("benchmarks/cpu_7b.py", ("14.5 GB of disk", "16 GB", "minutes", "Overwrites", "(default: 2)")),
                           ("experiments/train_english.py", ("RAM", "disk", "minutes", "overwrites", "(default")),
                           ("experiments/train_english_v2.py", ("RAM", "Disk", "minutes", "overwrites", "(default"))):
         out = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=600)

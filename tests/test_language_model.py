@@ -279,8 +279,9 @@ def _trained_path():
     return recorded_checkpoint("experiments/results/english_swa")
 
 
-@pytest.mark.parametrize("name,corpus", [("english_swa", "v1"), ("english_v2_swa", "v2")])
-def test_trained_model_loads_in_mistral_layout_and_matches_transformers(tmp_path, name, corpus):
+@pytest.mark.parametrize("name,corpus,window", [("english_swa", "v1", 64), ("english_v2_swa", "v2", 64),
+                                                ("english_v2_full", "v2", None)])
+def test_trained_model_loads_in_mistral_layout_and_matches_transformers(tmp_path, name, corpus, window):
     from transformers import MistralForCausalLM
 
     from mistral_nb import Tokenizer, save_checkpoint
@@ -289,12 +290,12 @@ def test_trained_model_loads_in_mistral_layout_and_matches_transformers(tmp_path
     assert (path / "params.json").is_file()
     model = load_model(path)
     a = model.args
-    assert (a.n_heads, a.n_kv_heads, a.vocab_size) == (8, 2, 32000) and a.sliding_window < 512
+    assert (a.n_heads, a.n_kv_heads, a.vocab_size, a.sliding_window) == (8, 2, 32000, window)
     save_checkpoint(model, tmp_path / "hf", layout="hf")
     hf = MistralForCausalLM.from_pretrained(tmp_path / "hf", torch_dtype=torch.float32).eval()
     tok = Tokenizer.mistral_v1()
     text = load_documents("val", corpus=corpus)[3]
-    ids = torch.tensor([tok.encode(text, bos=True)[:3 * a.sliding_window + 5]])   # across the window, 3 times
+    ids = torch.tensor([tok.encode(text, bos=True)[:3 * 64 + 5]])   # across a window of 64, 3 times
     with torch.no_grad():
         ours, ref = model(ids), hf(ids).logits.float()
     assert rel_err(ours, ref) < 1e-4
